@@ -1,0 +1,191 @@
+"""The `/adaptive/*` admin API, mounted on the proxy's FastAPI app.
+
+Every route but `/adaptive/select-model` needs the LiteLLM master key; `select-model` also
+accepts a project key and answers for that project. Input is validated by pydantic (422 names
+the field); our errors become JSON `{"error": {"message", "code"}}` with their status code.
+Provider keys are never returned: views carry a fingerprint and the last four characters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
+
+from adaptive_plugin.adapters.auth import is_master_key
+from adaptive_plugin.errors import AdaptiveError, AuthenticationError
+from adaptive_plugin.keys import (
+    ApiKeyCreated,
+    ApiKeyView,
+    Principal,
+    ProjectCreate,
+    ProjectUpdate,
+    ProjectView,
+    ProviderKeyCreate,
+    ProviderKeyView,
+)
+
+if TYPE_CHECKING:
+    from adaptive_plugin.adapters.hooks import AdaptiveHooks
+
+T = TypeVar("T")
+PREFIX = "/adaptive"
+
+
+def _bearer(authorization: str | None) -> str:
+    if not authorization:
+        raise AuthenticationError("missing Authorization header: send 'Bearer <LiteLLM master key>'")
+    token = authorization.strip()
+    if token.lower().startswith("bearer "):
+        token = token[7:].strip()
+    return token
+
+
+def as_http(exc: AdaptiveError) -> HTTPException:
+    return HTTPException(status_code=exc.status_code, detail={"message": exc.message, "code": exc.code})
+
+
+def build_router(hooks: AdaptiveHooks) -> APIRouter:
+    ctx = hooks.ctx
+    router = APIRouter(prefix=PREFIX, tags=["adaptive"])
+
+    async def master_only(authorization: str | None = Header(default=None)) -> None:
+        try:
+            if not is_master_key(_bearer(authorization)):
+                raise AuthenticationError("this endpoint needs the LiteLLM master key")
+        except AdaptiveError as exc:
+            raise as_http(exc) from exc
+
+    async def call(fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return await asyncio.to_thread(fn, *args)
+        except AdaptiveError as exc:
+            raise as_http(exc) from exc
+        except ValueError as exc:  # e.g. a bad group_by field
+            raise HTTPException(status_code=422, detail={"message": str(exc), "code": "invalid_parameter"}) from exc
+
+    admin = [Depends(master_only)]
+
+    @router.get("/config", dependencies=admin, summary="The plugin's settings, secrets redacted")
+    async def get_config() -> dict[str, Any]:
+        return ctx.settings.redacted()
+
+    @router.post("/projects", dependencies=admin, status_code=201, response_model=ProjectView)
+    async def create_project(spec: ProjectCreate) -> ProjectView:
+        return await call(ctx.keys.create_project, spec)
+
+    @router.get("/projects", dependencies=admin, response_model=list[ProjectView])
+    async def list_projects() -> list[ProjectView]:
+        return await call(ctx.keys.list_projects)
+
+    @router.get("/projects/{project_id}", dependencies=admin, response_model=ProjectView)
+    async def get_project(project_id: str) -> ProjectView:
+        return await call(ctx.keys.get_project, project_id)
+
+    @router.patch("/projects/{project_id}", dependencies=admin, response_model=ProjectView)
+    async def update_project(project_id: str, spec: ProjectUpdate) -> ProjectView:
+        return await call(ctx.keys.update_project, project_id, spec)
+
+    @router.post("/projects/{project_id}/api-keys", dependencies=admin, status_code=201, response_model=ApiKeyCreated)
+    async def create_api_key(project_id: str, environment: str = Query(pattern="^(dev|staging|production)$")) -> ApiKeyCreated:
+        return await call(ctx.keys.create_api_key, project_id, environment)
+
+    @router.get("/projects/{project_id}/api-keys", dependencies=admin, response_model=list[ApiKeyView])
+    async def list_api_keys(project_id: str) -> list[ApiKeyView]:
+        return await call(ctx.keys.list_api_keys, project_id)
+
+    @router.post("/projects/{project_id}/api-keys/{key_id}/revoke", dependencies=admin, response_model=ApiKeyView)
+    async def revoke_api_key(project_id: str, key_id: str) -> ApiKeyView:
+        view = await call(ctx.keys.revoke_api_key, project_id, key_id)
+        ctx.principals.invalidate()
+        return view
+
+    @router.post("/projects/{project_id}/provider-keys", dependencies=admin, status_code=201, response_model=ProviderKeyView)
+    async def add_provider_key(project_id: str, spec: ProviderKeyCreate) -> ProviderKeyView:
+        return await call(ctx.keys.add_provider_key, project_id, spec)
+
+    @router.get("/projects/{project_id}/provider-keys", dependencies=admin, response_model=list[ProviderKeyView])
+    async def list_provider_keys(project_id: str) -> list[ProviderKeyView]:
+        return await call(ctx.keys.list_provider_keys, project_id)
+
+    @router.post("/projects/{project_id}/provider-keys/{key_id}/revoke", dependencies=admin, response_model=ProviderKeyView)
+    async def revoke_provider_key(project_id: str, key_id: str) -> ProviderKeyView:
+        return await call(ctx.keys.set_provider_key_status, project_id, key_id, "revoked", "revoked by the operator")
+
+    @router.post("/projects/{project_id}/provider-keys/{key_id}/activate", dependencies=admin, response_model=ProviderKeyView)
+    async def activate_provider_key(project_id: str, key_id: str) -> ProviderKeyView:
+        view = await call(ctx.keys.set_provider_key_status, project_id, key_id, "active", None)
+        ctx.resolver.forget(key_id)
+        return view
+
+    @router.delete("/projects/{project_id}/provider-keys/{key_id}", dependencies=admin, status_code=204)
+    async def delete_provider_key(project_id: str, key_id: str) -> None:
+        await call(ctx.keys.delete_provider_key, project_id, key_id)
+
+    @router.post("/rotate-encryption", dependencies=admin, summary="Re-encrypt every provider key under the newest master key")
+    async def rotate_encryption() -> dict[str, int]:
+        return {"reencrypted": await call(ctx.keys.rotate_encryption)}
+
+    @router.get("/usage", dependencies=admin, summary="Ledger totals (successful requests), exact to the micro-dollar")
+    async def usage(
+        group_by: str = Query("project_id", description="Comma-separated: project_id, environment, day, provider, key_source, model_group, cache"),
+        project_id: str | None = None,
+        since: str | None = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$"),
+        until: str | None = Query(None, pattern=r"^\d{4}-\d{2}-\d{2}$"),
+    ) -> list[dict[str, Any]]:
+        fields = [f.strip() for f in group_by.split(",") if f.strip()]
+        return await call(lambda: ctx.ledger.totals(group_by=fields, project_id=project_id, since_day=since, until_day=until))
+
+    @router.get("/requests", dependencies=admin, summary="The request log, newest first")
+    async def requests_log(project_id: str | None = None, limit: int = Query(100, ge=1, le=1000),
+                           offset: int = Query(0, ge=0)) -> list[dict[str, Any]]:
+        rows = await call(lambda: ctx.ledger.requests(project_id=project_id, limit=limit, offset=offset))
+        for row in rows:
+            row["ts"] = row["ts"].isoformat() if hasattr(row.get("ts"), "isoformat") else row.get("ts")
+        return rows
+
+    @router.post("/select-model", summary="The routing decision for a chat request, without calling a provider")
+    async def select_model(request: Request, authorization: str | None = Header(default=None)) -> dict[str, Any]:
+        from adaptive_plugin.adapters import routing
+
+        principal: Principal
+        try:
+            token = _bearer(authorization)
+            if is_master_key(token):
+                from adaptive_plugin.adapters.hooks import OPERATOR
+
+                principal = OPERATOR
+            else:
+                principal = await hooks.authenticate(token)
+        except AdaptiveError as exc:
+            raise as_http(exc) from exc
+        try:
+            body = await request.json()
+        except ValueError:
+            raise HTTPException(status_code=400, detail={"message": "body is not valid JSON", "code": "invalid_json"}) from None
+        if not isinstance(body, dict):
+            raise HTTPException(status_code=400, detail={"message": "body must be a JSON object", "code": "invalid_body"})
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        try:
+            return await routing.explain(hooks, principal, body, headers)
+        except AdaptiveError as exc:
+            raise as_http(exc) from exc
+
+    return router
+
+
+def mount(hooks: AdaptiveHooks) -> None:
+    """Add the admin router and our error handler to the proxy app, ahead of any catch-all route."""
+    from litellm.proxy.proxy_server import app
+
+    if any(getattr(r, "path", "").startswith(PREFIX + "/") for r in app.router.routes):
+        raise RuntimeError("adaptive admin routes are already mounted: the plugin is registered twice")
+    router = build_router(hooks)
+    before = len(app.router.routes)
+    app.include_router(router)
+    added = app.router.routes[before:]
+    del app.router.routes[before:]
+    app.router.routes[0:0] = added
+    app.openapi_schema = None  # regenerate the spec with our routes

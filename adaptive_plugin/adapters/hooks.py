@@ -1,0 +1,367 @@
+"""The CustomLogger the proxy loads from `litellm_settings.callbacks: [adaptive_plugin.adapters.hooks.hooks]`.
+
+`hooks` is built on first access (PEP 562), so importing this module has no side effects;
+building it reads the settings, opens the database, checks the vault, loads the embedding
+model and the cache index, and fails the proxy's start-up with a message naming the problem.
+
+Each hook translates LiteLLM's arguments, calls one capability, and translates back:
+
+- `async_pre_call_hook` (fails closed): who is calling, cache-control, model selection for
+  `auto`, the project's allow-list. Bad input gets a 4xx naming the field.
+- `async_pre_call_deployment_hook` (fails closed): the key for this attempt's provider.
+- `async_post_call_failure_deployment_hook` (fails open): key health and fallback reasons.
+- `async_post_call_response_headers_hook` (fails open): the x-adaptive-* headers.
+- `async_log_success_event` / `async_post_call_failure_hook` (fail open): ledger and metrics.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import litellm
+from fastapi import HTTPException
+from litellm.integrations.custom_logger import CustomLogger
+
+from adaptive_plugin import metrics
+from adaptive_plugin.adapters import accounting
+from adaptive_plugin.adapters.deployments import DeploymentIndex, provider_of
+from adaptive_plugin.adapters.state import STATE_KEY, RequestRegistry, RequestState, request_metadata
+from adaptive_plugin.billing import Usage
+from adaptive_plugin.config import Settings
+from adaptive_plugin.context import PluginContext
+from adaptive_plugin.errors import AdaptiveError, RoutingError
+from adaptive_plugin.keys import Principal, classify_failure
+
+log = logging.getLogger("adaptive_plugin")
+
+CHAT_CALL_TYPES = frozenset({"completion", "acompletion"})
+OPERATOR = Principal(
+    project_id="operator", project_name="operator", environment="production", plan="enterprise", fallback="pooled",
+    allowed_models=None, cache_enabled=True, default_cost_bias=None, api_key_id="master",
+)
+_REQUEST_FIELDS = ("cost_bias",)  # body fields that are ours: removed before the provider sees the request
+_FAILURE_HINT_STATUS = {"rate_limited": 429, "quota": 429, "invalid": 401}
+
+
+def http_error(exc: AdaptiveError) -> HTTPException:
+    return HTTPException(status_code=exc.status_code, detail={"error": exc.message, "code": exc.code})
+
+
+class AdaptiveHooks(CustomLogger):
+    """All LiteLLM hooks of the plugin, over one PluginContext."""
+
+    def __init__(self, context: PluginContext) -> None:
+        super().__init__()
+        self.ctx = context
+        self.settings: Settings = context.settings
+        self.registry = RequestRegistry()
+        self.index = DeploymentIndex()
+        self.strategy: Any = None
+        self._principals_by_key_id: dict[str, Principal] = {}
+        self._router: Any = None
+
+    # -- start-up ------------------------------------------------------------------------
+
+    def install(self) -> None:
+        """Register the cache backend and admin routes; the router strategy follows the router."""
+        from adaptive_plugin.adapters import admin_api, cache_backend
+
+        if self.ctx.cache is not None:
+            litellm.cache = litellm.Cache(type="local", _backend=cache_backend.AdaptiveCacheBackend(self))
+        admin_api.mount(self)
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if loop is not None:
+            loop.create_task(self._install_strategy_when_ready())
+
+    async def _install_strategy_when_ready(self) -> None:
+        for _ in range(600):
+            if self.ensure_strategy():
+                return
+            await asyncio.sleep(0.1)
+        log.error("adaptive: the proxy created no router within 60 s; the routing strategy is not installed")
+
+    def ensure_strategy(self) -> bool:
+        """Install the strategy on the proxy's current router (it may be rebuilt); cheap when done."""
+        from litellm.proxy import proxy_server
+
+        router = proxy_server.llm_router
+        if router is None:
+            return False
+        if router is not self._router:
+            from adaptive_plugin.adapters.strategy import AdaptiveRoutingStrategy
+
+            self.index.refresh(router.model_list)
+            self.strategy = AdaptiveRoutingStrategy(
+                router, registry=self.registry, resolver=self.ctx.resolver, index=self.index,
+                pooled_cooldown=self.settings.key_cooldown_seconds,
+            )
+            router.set_custom_routing_strategy(self.strategy)
+            if self.ctx.cache is not None:
+                router.cache_responses = True
+            self._router = router
+        return True
+
+    # -- auth ------------------------------------------------------------------------------
+
+    async def authenticate(self, token: str) -> Principal:
+        principal = await asyncio.to_thread(self.ctx.principals.get, token)
+        self._principals_by_key_id[principal.api_key_id] = principal
+        return principal
+
+    def principal_of(self, user_api_key_dict: Any) -> Principal:
+        md = getattr(user_api_key_dict, "metadata", None) or {}
+        key = str(getattr(user_api_key_dict, "api_key", "") or "")
+        if key.startswith("adaptive:"):
+            principal = self._principals_by_key_id.get(key.split(":", 1)[1])
+            if principal is not None and principal.project_id == md.get("adaptive_project_id"):
+                return principal
+            raise HTTPException(status_code=401, detail={"error": "API key is no longer valid", "code": "invalid_api_key"})
+        return OPERATOR
+
+    # -- before routing --------------------------------------------------------------------
+
+    async def async_pre_call_hook(self, user_api_key_dict: Any, cache: Any, data: dict, call_type: Any) -> dict:
+        """Fails closed: a request we cannot attribute or validate is refused with a 4xx."""
+        started = time.perf_counter()
+        self.ensure_strategy()
+        principal = self.principal_of(user_api_key_dict)
+        state = self.registry.new(principal)
+        metadata = data.get("metadata")
+        if not isinstance(metadata, dict):
+            metadata = {}
+            data["metadata"] = metadata
+        metadata[STATE_KEY] = state.rid
+        own = {name: data.pop(name) for name in _REQUEST_FIELDS if name in data}
+        state.requested_model = str(data.get("model") or "")
+        try:
+            if str(call_type) in CHAT_CALL_TYPES or str(call_type).endswith("completion"):
+                await self._prepare_chat(state, data, own)
+            else:
+                self._check_allowed(principal, state.requested_model)
+                state.model_group = state.requested_model
+        except AdaptiveError as exc:
+            self.registry.pop(state.rid)
+            raise http_error(exc) from exc
+        finally:
+            state.plugin_seconds += time.perf_counter() - started
+            metrics.PLUGIN_LATENCY_SECONDS.labels(stage="pre_call").observe(time.perf_counter() - started)
+        return data
+
+    async def _prepare_chat(self, state: RequestState, data: dict, own: dict[str, Any]) -> None:
+        from adaptive_plugin.adapters import routing
+
+        messages = data.get("messages")
+        if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+            raise RoutingError("messages must be a non-empty list of message objects")
+        headers = _request_headers(data)
+        self._apply_cache_control(state, data, headers)
+        if state.requested_model == self.settings.auto_model_name:
+            await routing.route(self, state, data, own, headers)
+        else:
+            if "cost_bias" in own or "x-adaptive-cost-bias" in headers:
+                routing.parse_cost_bias(own.get("cost_bias", headers.get("x-adaptive-cost-bias")), None)
+            self._check_allowed(state.principal, state.requested_model)
+            state.model_group = state.requested_model
+
+    def _check_allowed(self, principal: Principal, model: str) -> None:
+        if principal.allowed_models is not None and model not in principal.allowed_models:
+            raise _forbidden(f"project {principal.project_name!r} may not use model {model!r}; "
+                             f"allowed: {', '.join(sorted(principal.allowed_models)) or 'none'}")
+
+    def _apply_cache_control(self, state: RequestState, data: dict, headers: dict[str, str]) -> None:
+        directives = {d.strip().lower() for d in headers.get("cache-control", "").split(",") if d.strip()}
+        state.no_cache = "no-cache" in directives
+        state.no_store = "no-store" in directives
+        enabled = self.ctx.cache is not None and state.principal.cache_enabled
+        if not enabled or (state.no_cache and state.no_store):
+            data["caching"] = False
+            state.cache_outcome = "bypass"
+            return
+        data["caching"] = True
+        control = dict(data.get("cache") or {}) if isinstance(data.get("cache"), dict) else {}
+        if state.no_cache:
+            control["no-cache"] = True
+            state.cache_outcome = "bypass"
+        if state.no_store:
+            control["no-store"] = True
+        if control:
+            data["cache"] = control
+
+    # -- per attempt -----------------------------------------------------------------------
+
+    async def async_pre_call_deployment_hook(self, kwargs: dict[str, Any], call_type: Any) -> dict | None:
+        """Fails closed: the attempt gets the project's key for its provider, or a clear error."""
+        state = self.registry.get(request_metadata(kwargs))
+        if state is None:
+            return None
+        started = time.perf_counter()
+        info = self.index.get({"model_info": kwargs.get("model_info") or {},
+                               "litellm_params": {"model": kwargs.get("model"), "api_key": kwargs.get("api_key"),
+                                                  "custom_llm_provider": kwargs.get("custom_llm_provider")}})
+        provider = info.provider or provider_of({"model": kwargs.get("model")})
+        pooled = bool(kwargs.get("api_key")) and (self.strategy is None or self.strategy.pooled_healthy(info))
+        choice = self.ctx.resolver.choose(state.principal, provider, state.keys, pooled_available=pooled)
+        state.provider = provider
+        state.keys.last_error = None
+        state.keys.last_error_retryable = True
+        out = dict(kwargs)
+        if choice.key is not None:
+            # a customer key: never reuse a client built with another key
+            out["api_key"] = choice.key.secret
+            out["client"] = None
+        state.plugin_seconds += time.perf_counter() - started
+        return out
+
+    async def async_post_call_failure_deployment_hook(
+        self, request_data: Any, exception: Exception, call_type: Any, fallback_depth: int | None = None
+    ) -> None:
+        """Fails open: records why the attempt's key failed so the next attempt moves on."""
+        state = self.registry.get(request_metadata(dict(request_data)))
+        if state is None:
+            return
+        choice = state.keys.last_choice
+        status = getattr(exception, "status_code", None)
+        reason = classify_failure(
+            status if isinstance(status, int) else None, str(exception),
+            timeout=isinstance(exception, litellm.Timeout),
+            connection=isinstance(exception, litellm.APIConnectionError),
+        )
+        state.keys.last_error = exception
+        state.keys.last_error_retryable = reason != "other"
+        if choice is None or reason == "other":
+            return
+        retry_after = _retry_after(exception)
+        metrics.KEY_FALLBACKS.labels(provider=choice.provider, key_source=choice.source, reason=reason).inc()
+        state.keys.fallbacks.append({"from": choice.fingerprint or f"pooled:{choice.provider}", "reason": reason})
+        if choice.key is not None:
+            self.ctx.resolver.report_failure(choice.key, reason, retry_after=retry_after)
+            if reason == "invalid":
+                await asyncio.to_thread(self._mark_invalid, choice.key.id, status)
+            _drop_retry_after(exception)  # the next attempt uses another key: no reason to wait
+        elif reason in ("rate_limited", "quota", "invalid") and self.strategy is not None:
+            model_info = dict(request_data).get("model_info") or {}
+            self.strategy.pooled_failed(str(model_info.get("id", "")), retry_after)
+
+    def _mark_invalid(self, key_id: str, status: Any) -> None:
+        try:
+            self.ctx.keys.set_provider_key_status(None, key_id, "invalid", f"provider answered {status}")
+        except AdaptiveError as exc:
+            log.error("adaptive: could not mark provider key %s invalid: %s", key_id, exc.message)
+
+    # -- after the response ----------------------------------------------------------------
+
+    async def async_post_call_response_headers_hook(
+        self, data: dict, user_api_key_dict: Any, response: Any, request_headers: dict | None = None,
+        litellm_call_info: dict | None = None,
+    ) -> dict[str, str] | None:
+        """Fails open: headers are informative; the response is never withheld for them."""
+        state = self.registry.get(request_metadata(data))
+        if state is None:
+            return None
+        hidden = getattr(response, "_hidden_params", None) or {}
+        if hidden.get("cache_hit") and state.cache_outcome not in accounting.CACHE_HITS:
+            state.cache_outcome = "hit-exact"
+        fee = None
+        usage = getattr(response, "usage", None)
+        if usage is not None and not data.get("stream"):
+            fee = accounting.fee_for(state, accounting.usage_of(response), hidden.get("response_cost"), self.ctx.fee_rates)
+        model = hidden.get("litellm_model_name") or getattr(response, "model", None)
+        return accounting.headers_for(state, model=model, fee=fee)
+
+    async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
+        """Fails open: billing problems are logged, never turned into a client error."""
+        state = self.registry.get(request_metadata(kwargs))
+        if state is None or state.finished:
+            return
+        state.finished = True
+        slo = kwargs.get("standard_logging_object") or {}
+        if slo.get("cache_hit") and state.cache_outcome not in accounting.CACHE_HITS:
+            state.cache_outcome = "hit-exact"
+        usage = accounting.usage_of(response_obj)
+        cost = slo.get("response_cost", kwargs.get("response_cost"))
+        fee = accounting.fee_for(state, usage, cost, self.ctx.fee_rates)
+        model = str(slo.get("model") or kwargs.get("model") or "")
+        row = accounting.ledger_row(state, usage=usage, fee=fee, model=model, response_cost=cost)
+        self.ctx.ledger.record(row)
+        accounting.record_metrics(row, project_labels=self.settings.metrics_project_labels)
+        self.registry.pop(state.rid)
+
+    async def async_post_call_failure_hook(
+        self, request_data: dict, original_exception: Exception, user_api_key_dict: Any, traceback_str: str | None = None
+    ) -> Any:
+        """Fails open: logs the failed request (no fee) and passes the error through."""
+        state = self.registry.get(request_metadata(request_data))
+        if state is None or state.finished:
+            return None
+        state.finished = True
+        status = getattr(original_exception, "status_code", 500)
+        code = getattr(original_exception, "code", None)
+        row = accounting.ledger_row(
+            state, usage=Usage(), fee=accounting.Fee(0, 0), model="", response_cost=None, outcome="error",
+            status_code=int(status) if isinstance(status, int) else 500, error_code=str(code)[:64] if code else None,
+        )
+        self.ctx.ledger.record(row)
+        accounting.record_metrics(row, project_labels=self.settings.metrics_project_labels)
+        self.registry.pop(state.rid)
+        return None
+
+
+def _forbidden(message: str) -> AdaptiveError:
+    from adaptive_plugin.errors import PlanError
+
+    return PlanError(message)
+
+
+def _request_headers(data: dict) -> dict[str, str]:
+    raw = (data.get("proxy_server_request") or {}).get("headers") or (data.get("metadata") or {}).get("headers") or {}
+    return {str(k).lower(): str(v) for k, v in raw.items()}
+
+
+def _retry_after(exc: Exception) -> float | None:
+    headers = getattr(exc, "litellm_response_headers", None)
+    if headers is None:
+        response = getattr(exc, "response", None)
+        headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    value = headers.get("retry-after")
+    try:
+        return float(value) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _drop_retry_after(exc: Exception) -> None:
+    for headers in (getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)):
+        if headers is not None:
+            for name in ("retry-after", "retry-after-ms"):
+                try:
+                    if name in headers:
+                        del headers[name]
+                except (TypeError, KeyError):
+                    pass
+
+
+def build() -> AdaptiveHooks:
+    """Build the plugin from the environment; raises on any bad setting (start-up fails)."""
+    hooks_obj = AdaptiveHooks(PluginContext.build(Settings.from_env()))
+    hooks_obj.install()
+    return hooks_obj
+
+
+_built: AdaptiveHooks | None = None
+
+
+def __getattr__(name: str) -> Any:
+    global _built
+    if name == "hooks":
+        if _built is None:
+            _built = build()
+        return _built
+    raise AttributeError(name)

@@ -1,0 +1,164 @@
+"""Row-level access to `adaptive_cache_entries`: the durable truth behind the indexes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from adaptive_plugin.db import session_scope
+from adaptive_plugin.db.tables_cache import CacheEntry
+from adaptive_plugin.errors import CacheError, StorageError
+
+__all__ = ["EntryMeta", "EntryStore"]
+
+_T = CacheEntry.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(slots=True)
+class EntryMeta:
+    """What a worker keeps in memory per entry (the response stays in the database)."""
+
+    id: int
+    partition: str
+    exact_hash: str
+    query_text: str
+    expires_at: float
+
+
+class EntryStore:
+    """Reads and writes cache rows; every database error surfaces as a StorageError/CacheError."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    def _wrap(self, what: str, exc: SQLAlchemyError) -> CacheError:
+        return CacheError(f"semantic cache could not {what}: {exc}")
+
+    def insert(self, row: dict[str, object]) -> int:
+        try:
+            with session_scope(self.engine) as session:
+                result = session.execute(sa.insert(_T).values(**row).returning(_T.c.id))
+                return int(result.scalar_one())
+        except StorageError:
+            raise
+        except SQLAlchemyError as exc:
+            raise self._wrap("store an entry", exc) from exc
+
+    def insert_many(self, rows: list[dict[str, object]]) -> None:
+        """Bulk insert (benchmarks and imports); ids are assigned by the database."""
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(sa.insert(_T), rows)
+        except SQLAlchemyError as exc:
+            raise self._wrap("bulk-store entries", exc) from exc
+
+    def response(self, row_id: int, now: float) -> str | None:
+        """The response JSON of a live row, or None if it is gone or expired."""
+        try:
+            with self.engine.connect() as conn:
+                return conn.execute(
+                    sa.select(_T.c.response_json).where(_T.c.id == row_id, _T.c.expires_at > now)
+                ).scalar_one_or_none()
+        except SQLAlchemyError as exc:
+            raise self._wrap("read an entry", exc) from exc
+
+    def metas(self, *, after_id: int | None = None, created_after: float | None = None, now: float) -> Iterator[EntryMeta]:
+        """Live rows' metadata; with after_id/created_after only rows newer than either."""
+        query = sa.select(_T.c.id, _T.c.partition, _T.c.exact_hash, _T.c.query_text, _T.c.expires_at).where(
+            _T.c.expires_at > now
+        )
+        if after_id is not None and created_after is not None:
+            query = query.where(sa.or_(_T.c.id > after_id, _T.c.created_at > created_after))
+        try:
+            with self.engine.connect() as conn:
+                for row in conn.execute(query.order_by(_T.c.id)):
+                    yield EntryMeta(int(row[0]), row[1], row[2], row[3], float(row[4]))
+        except SQLAlchemyError as exc:
+            raise self._wrap("read entries", exc) from exc
+
+    def vectors(self, ids: Iterable[int], dimensions: int | None) -> tuple[np.ndarray, np.ndarray]:
+        """(ids, vectors) of the given rows that still exist, in id order (dimensions None: as stored)."""
+        wanted = sorted(set(ids))
+        out_ids: list[int] = []
+        out_vecs: list[np.ndarray] = []
+        try:
+            with self.engine.connect() as conn:
+                for start in range(0, len(wanted), 5000):
+                    chunk = wanted[start : start + 5000]
+                    for row_id, blob in conn.execute(
+                        sa.select(_T.c.id, _T.c.vector).where(_T.c.id.in_(chunk)).order_by(_T.c.id)
+                    ):
+                        vec = np.frombuffer(blob, dtype="<f4")
+                        dimensions = dimensions or len(vec)
+                        if vec.shape == (dimensions,):
+                            out_ids.append(int(row_id))
+                            out_vecs.append(vec)
+        except SQLAlchemyError as exc:
+            raise self._wrap("read vectors", exc) from exc
+        vecs = np.vstack(out_vecs).astype(np.float32) if out_vecs else np.zeros((0, dimensions or 0), np.float32)
+        return np.asarray(out_ids, dtype=np.int64), vecs
+
+    def live_ids(self, now: float) -> set[int]:
+        try:
+            with self.engine.connect() as conn:
+                return {int(r[0]) for r in conn.execute(sa.select(_T.c.id).where(_T.c.expires_at > now))}
+        except SQLAlchemyError as exc:
+            raise self._wrap("list entries", exc) from exc
+
+    def touch(self, last_used: dict[int, float]) -> None:
+        """Record hits for LRU order (batched: called on sync, not per hit)."""
+        if not last_used:
+            return
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(
+                    _T.update().where(_T.c.id == sa.bindparam("row_id")).values(last_used_at=sa.bindparam("ts")),
+                    [{"row_id": k, "ts": v} for k, v in last_used.items()],
+                )
+        except SQLAlchemyError as exc:
+            raise self._wrap("record hits", exc) from exc
+
+    def delete_expired(self, now: float) -> int:
+        try:
+            with self.engine.begin() as conn:
+                return int(conn.execute(_T.delete().where(_T.c.expires_at <= now)).rowcount or 0)
+        except SQLAlchemyError as exc:
+            raise self._wrap("delete expired entries", exc) from exc
+
+    def count(self, now: float) -> int:
+        try:
+            with self.engine.connect() as conn:
+                return int(conn.execute(sa.select(sa.func.count()).select_from(_T).where(_T.c.expires_at > now)).scalar_one())
+        except SQLAlchemyError as exc:
+            raise self._wrap("count entries", exc) from exc
+
+    def evict_lru(self, how_many: int) -> list[int]:
+        """Delete the `how_many` least recently used rows in one statement; returns their ids."""
+        if how_many <= 0:
+            return []
+        try:
+            with self.engine.begin() as conn:
+                ids = [
+                    int(r[0])
+                    for r in conn.execute(
+                        sa.select(_T.c.id).order_by(_T.c.last_used_at, _T.c.id).limit(how_many)
+                    )
+                ]
+                if ids:
+                    conn.execute(_T.delete().where(_T.c.id.in_(ids)))
+                return ids
+        except SQLAlchemyError as exc:
+            raise self._wrap("evict entries", exc) from exc
+
+    def delete_scope(self, scope: str) -> int:
+        """Remove every entry of one tenant (project deleted, or a test cleaning up)."""
+        try:
+            with self.engine.begin() as conn:
+                return int(conn.execute(_T.delete().where(_T.c.scope == scope)).rowcount or 0)
+        except SQLAlchemyError as exc:
+            raise self._wrap("delete a scope", exc) from exc

@@ -1,0 +1,115 @@
+"""PluginContext: everything the plugin holds, built once at start-up and passed down.
+
+    >>> ctx = PluginContext.build(Settings.from_env())     # doctest: +SKIP
+    >>> ctx.close()                                          # doctest: +SKIP
+
+Building fails fast with a `ConfigError`, `StorageError`, `VaultError` or
+`EmbeddingModelError` that names the problem; nothing is half-started.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy.engine import Engine
+
+from adaptive_plugin._synced import SyncedCache
+from adaptive_plugin.billing import FeeRates, Ledger
+from adaptive_plugin.config import Settings
+from adaptive_plugin.db import make_engine, migrate
+from adaptive_plugin.embedding import Embedder, default_model_dir
+from adaptive_plugin.keys import KeyResolver, KeyService, Principal, ResolvedKey, Vault
+
+log = logging.getLogger("adaptive_plugin")
+
+
+@dataclass
+class PluginContext:
+    settings: Settings
+    engine: Engine
+    keys: KeyService
+    resolver: KeyResolver
+    ledger: Ledger
+    fee_rates: FeeRates
+    embedder: Embedder | None
+    cache: Any | None  # adaptive_plugin.cache.SemanticCache
+    principals: SyncedCache[str, Principal]
+    started_at: float = field(default_factory=time.time)
+
+    @classmethod
+    def build(cls, settings: Settings, *, with_embedder: bool = True) -> PluginContext:
+        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        engine = make_engine(settings.resolved_database_url())
+        migrate(engine)
+        vault = Vault(settings.master_key_bytes())
+        keys = KeyService(engine, vault)
+        keys.check_vault()
+        ledger = Ledger(engine, flush_seconds=settings.ledger_flush_seconds, batch_size=settings.ledger_batch_size)
+
+        chains: SyncedCache[tuple[str, str], list[ResolvedKey]] = SyncedCache(
+            lambda scope: keys.active_keys(*scope), max_age=settings.sync_interval_seconds
+        )
+        spend: SyncedCache[tuple[str, str], int] = SyncedCache(
+            lambda k: ledger.provider_spend_micros(*k), max_age=settings.sync_interval_seconds
+        )
+        resolver = KeyResolver(
+            load_keys=lambda project_id, env: chains.get((project_id, env)),
+            spend_of=lambda key: spend.get((key.id, key.spend_cap_period or "day")),
+            default_cooldown=settings.key_cooldown_seconds,
+        )
+        principals: SyncedCache[str, Principal] = SyncedCache(keys.authenticate, max_age=settings.sync_interval_seconds)
+
+        embedder = None
+        if with_embedder and (settings.cache_enabled or settings.routing_use_embedding):
+            embedder = load_embedder(settings)
+        cache = None
+        if settings.cache_enabled and embedder is not None:
+            cache = _open_cache(settings, engine, embedder)
+        ledger.start()
+        return cls(
+            settings=settings,
+            engine=engine,
+            keys=keys,
+            resolver=resolver,
+            ledger=ledger,
+            fee_rates=FeeRates(
+                input_usd_per_mtok=settings.overhead_input_usd_per_mtok,
+                output_usd_per_mtok=settings.overhead_output_usd_per_mtok,
+                cache_hit_discount=settings.cache_hit_fee_discount,
+            ),
+            embedder=embedder,
+            cache=cache,
+            principals=principals,
+        )
+
+    def close(self) -> None:
+        """Write queued ledger rows and persist the cache index (clean shutdown)."""
+        self.ledger.close()
+        if self.cache is not None and hasattr(self.cache, "close"):
+            self.cache.close()
+        self.engine.dispose()
+
+
+def load_embedder(settings: Settings) -> Embedder:
+    if settings.embedding_model_name:
+        return Embedder.from_name(settings.embedding_model_name, cache_dir=str(settings.state_dir / "models"))
+    return Embedder.from_directory(settings.embedding_model_dir or default_model_dir())
+
+
+def _open_cache(settings: Settings, engine: Engine, embedder: Embedder) -> Any:
+    from adaptive_plugin.cache import SemanticCache
+
+    options: dict[str, Any] = {
+        "engine": engine,
+        "embedder": embedder,
+        "ttl_seconds": settings.cache_ttl_seconds,
+        "max_entries": settings.cache_max_entries,
+        "max_temperature": settings.cache_max_temperature,
+        "sync_interval": settings.sync_interval_seconds,
+    }
+    if settings.cache_similarity_threshold is not None:
+        options["similarity_threshold"] = settings.cache_similarity_threshold
+    return SemanticCache(settings.state_dir / "cache", **options)

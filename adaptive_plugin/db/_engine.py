@@ -1,0 +1,122 @@
+"""Engine construction and schema migration, safe when several workers start at once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlmodel import Field, Session, SQLModel
+
+from adaptive_plugin.errors import DatabaseUnavailableError, SchemaError
+
+SCHEMA_VERSION = 1
+_PG_LOCK_ID = 0x4164617074  # "Adapt": advisory lock serialising migrations across replicas
+
+
+def redact_url(url: str) -> str:
+    """The URL with its password replaced, for error messages and logs."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - a malformed URL must still produce a message
+        return "<unparseable database URL>"
+
+
+def make_engine(url: str) -> Engine:
+    """Create an engine; SQLite gets WAL and a busy timeout so that workers can share the file."""
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise SchemaError(f"ADAPTIVE_DATABASE_URL is not a valid database URL: {redact_url(url)}") from exc
+    if parsed.drivername.startswith("sqlite"):
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
+
+        @sa.event.listens_for(engine, "connect")
+        def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+        return engine
+    if parsed.drivername in ("postgresql", "postgres"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+
+
+@contextlib.contextmanager
+def session_scope(engine: Engine) -> Iterator[Session]:
+    """A session that commits on success and rolls back on error, mapping outages to our errors."""
+    session = Session(engine, expire_on_commit=False)
+    try:
+        yield session
+        session.commit()
+    except OperationalError as exc:
+        session.rollback()
+        raise DatabaseUnavailableError(f"database {redact_url(str(engine.url))} is unavailable: {exc.orig}") from exc
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()
+
+
+class _SchemaVersion(SQLModel, table=True):
+    __tablename__ = "adaptive_schema_version"
+    id: int = Field(primary_key=True)
+    version: int
+
+
+def migrate(engine: Engine) -> int:
+    """Create or upgrade the schema to SCHEMA_VERSION; returns the version found before.
+
+    PostgreSQL: a transaction-level advisory lock makes concurrent replicas take turns.
+    SQLite: `BEGIN IMMEDIATE` takes the write lock for the same purpose.
+    """
+    url = redact_url(str(engine.url))
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_ID})
+            elif engine.dialect.name == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            SQLModel.metadata.create_all(conn)
+            row = conn.execute(sa.text("SELECT version FROM adaptive_schema_version WHERE id = 1")).first()
+            before = int(row[0]) if row else 0
+            if before > SCHEMA_VERSION:
+                raise SchemaError(
+                    f"database {url} has schema version {before}, newer than this plugin's {SCHEMA_VERSION}; "
+                    "upgrade the plugin"
+                )
+            for version in range(before + 1, SCHEMA_VERSION + 1):
+                for statement in _MIGRATIONS.get(version, ()):
+                    conn.exec_driver_sql(statement)
+            if row is None:
+                conn.execute(sa.text("INSERT INTO adaptive_schema_version (id, version) VALUES (1, :v)"), {"v": SCHEMA_VERSION})
+            elif before != SCHEMA_VERSION:
+                conn.execute(sa.text("UPDATE adaptive_schema_version SET version = :v WHERE id = 1"), {"v": SCHEMA_VERSION})
+            conn.commit()
+            return before
+    except OperationalError as exc:
+        raise DatabaseUnavailableError(f"database {url} is unavailable: {exc.orig}") from exc
+    except sa.exc.DatabaseError as exc:
+        raise SchemaError(f"database {url} cannot be migrated (is the file a database?): {exc.orig}") from exc
+    except SQLAlchemyError as exc:
+        raise SchemaError(f"database {url} cannot be migrated: {exc}") from exc
+
+
+# Version -> statements applied after create_all (which only adds missing tables).
+# Columns added to existing tables in later versions go here.
+_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+
+
+def default_database_url(state_dir: str | os.PathLike[str]) -> str:
+    return f"sqlite:///{Path(state_dir) / 'adaptive.db'}"

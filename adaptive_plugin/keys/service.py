@@ -1,0 +1,363 @@
+"""Projects, gateway API keys and the provider-key vault, over the database.
+
+    >>> svc = KeyService(engine, Vault([master]))                          # doctest: +SKIP
+    >>> p = svc.create_project(ProjectCreate(name="acme", plan="team"))    # doctest: +SKIP
+    >>> created = svc.create_api_key(p.id, "production")                   # doctest: +SKIP
+    >>> svc.authenticate(created.api_key).project_id == p.id                # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+from decimal import Decimal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import select
+
+from adaptive_plugin.db import session_scope
+from adaptive_plugin.db.tables_keys import Project, ProjectApiKey, ProviderKey, utcnow
+from adaptive_plugin.errors import AuthenticationError, KeysError, NotFoundError, PlanError, VaultError
+from adaptive_plugin.keys.models import (
+    BYOK_PLANS,
+    ApiKeyCreated,
+    ApiKeyView,
+    Principal,
+    ProjectCreate,
+    ProjectUpdate,
+    ProjectView,
+    ProviderKeyCreate,
+    ProviderKeyView,
+    ResolvedKey,
+)
+from adaptive_plugin.keys.vault import Sealed, Vault, fingerprint
+
+API_KEY_PREFIX = "ak-"
+_ENV_TAG = {"dev": "dev", "staging": "stg", "production": "prd"}
+
+
+def hash_api_key(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def _new_id(prefix: str) -> str:
+    return f"{prefix}_{secrets.token_hex(8)}"
+
+
+def _project_view(row: Project) -> ProjectView:
+    return ProjectView(
+        id=row.id,
+        name=row.name,
+        plan=row.plan,  # type: ignore[arg-type]
+        fallback=row.fallback,  # type: ignore[arg-type]
+        allowed_models=json.loads(row.allowed_models) if row.allowed_models else None,
+        cache_enabled=row.cache_enabled,
+        default_cost_bias=row.default_cost_bias,
+        created_at=row.created_at,
+    )
+
+
+def _api_key_view(row: ProjectApiKey) -> ApiKeyView:
+    return ApiKeyView(
+        id=row.id,
+        project_id=row.project_id,
+        environment=row.environment,  # type: ignore[arg-type]
+        prefix=row.prefix,
+        created_at=row.created_at,
+        revoked_at=row.revoked_at,
+    )
+
+
+def _provider_key_view(row: ProviderKey) -> ProviderKeyView:
+    return ProviderKeyView(
+        id=row.id,
+        project_id=row.project_id,
+        environment=row.environment,  # type: ignore[arg-type]
+        provider=row.provider,
+        priority=row.priority,
+        fingerprint=row.fingerprint,
+        last4=row.last4,
+        status=row.status,  # type: ignore[arg-type]
+        status_reason=row.status_reason,
+        spend_cap_usd=Decimal(row.spend_cap_usd) if row.spend_cap_usd else None,
+        spend_cap_period=row.spend_cap_period,  # type: ignore[arg-type]
+        rpm_limit=row.rpm_limit,
+        master_key_id=row.master_key_id,
+        created_at=row.created_at,
+    )
+
+
+class KeyService:
+    """Database operations of the keys capability. Every method is synchronous and short."""
+
+    def __init__(self, engine: Engine, vault: Vault) -> None:
+        self.engine = engine
+        self.vault = vault
+
+    # -- projects ----------------------------------------------------------------------
+
+    def create_project(self, spec: ProjectCreate) -> ProjectView:
+        row = Project(
+            id=_new_id("prj"),
+            name=spec.name,
+            plan=spec.plan,
+            fallback=spec.fallback,
+            allowed_models=json.dumps(spec.allowed_models) if spec.allowed_models is not None else None,
+            cache_enabled=spec.cache_enabled,
+            default_cost_bias=spec.default_cost_bias,
+        )
+        try:
+            with session_scope(self.engine) as s:
+                s.add(row)
+        except IntegrityError:
+            raise KeysError(f"a project named {spec.name!r} already exists") from None
+        return _project_view(row)
+
+    def list_projects(self) -> list[ProjectView]:
+        with session_scope(self.engine) as s:
+            return [_project_view(r) for r in s.exec(select(Project).order_by(Project.created_at))]
+
+    def get_project(self, project_id: str) -> ProjectView:
+        with session_scope(self.engine) as s:
+            return _project_view(self._project(s, project_id))
+
+    def find_project(self, ref: str) -> ProjectView:
+        """A project by id or by name."""
+        with session_scope(self.engine) as s:
+            row = s.get(Project, ref) or s.exec(select(Project).where(Project.name == ref)).first()
+            if row is None:
+                raise NotFoundError(f"project {ref!r} not found")
+            return _project_view(row)
+
+    def update_project(self, project_id: str, spec: ProjectUpdate) -> ProjectView:
+        with session_scope(self.engine) as s:
+            row = self._project(s, project_id)
+            changes = spec.model_dump(exclude_unset=True)
+            for name, value in changes.items():
+                if name == "allowed_models":
+                    value = json.dumps(value) if value is not None else None
+                setattr(row, name, value)
+            s.add(row)
+            # a plan change affects key resolution: bump the keys' sync marker
+            s.execute(sa.update(ProviderKey).where(ProviderKey.project_id == project_id).values(updated_at=utcnow()))
+            return _project_view(row)
+
+    @staticmethod
+    def _project(s, project_id: str) -> Project:  # type: ignore[no-untyped-def]
+        row = s.get(Project, project_id)
+        if row is None:
+            raise NotFoundError(f"project {project_id!r} not found")
+        return row
+
+    # -- gateway API keys ----------------------------------------------------------------
+
+    def create_api_key(self, project_id: str, environment: str) -> ApiKeyCreated:
+        if environment not in _ENV_TAG:
+            raise KeysError(f"environment must be one of {', '.join(_ENV_TAG)}")
+        token = f"{API_KEY_PREFIX}{_ENV_TAG[environment]}-{secrets.token_urlsafe(32)}"
+        with session_scope(self.engine) as s:
+            self._project(s, project_id)
+            row = ProjectApiKey(
+                id=_new_id("ak"),
+                project_id=project_id,
+                environment=environment,
+                key_hash=hash_api_key(token),
+                prefix=token[:10],
+            )
+            s.add(row)
+        return ApiKeyCreated(**_api_key_view(row).model_dump(), api_key=token)
+
+    def list_api_keys(self, project_id: str) -> list[ApiKeyView]:
+        with session_scope(self.engine) as s:
+            self._project(s, project_id)
+            rows = s.exec(select(ProjectApiKey).where(ProjectApiKey.project_id == project_id))
+            return [_api_key_view(r) for r in rows]
+
+    def revoke_api_key(self, project_id: str, api_key_id: str) -> ApiKeyView:
+        with session_scope(self.engine) as s:
+            row = s.get(ProjectApiKey, api_key_id)
+            if row is None or row.project_id != project_id:
+                raise NotFoundError(f"API key {api_key_id!r} not found in project {project_id!r}")
+            if row.revoked_at is None:
+                row.revoked_at = utcnow()
+                s.add(row)
+            return _api_key_view(row)
+
+    def authenticate(self, token: str) -> Principal:
+        """The principal behind a gateway API key, or AuthenticationError."""
+        if not token or not token.startswith(API_KEY_PREFIX) or len(token) > 200:
+            raise AuthenticationError("malformed API key: expected a project key starting with 'ak-'")
+        with session_scope(self.engine) as s:
+            key = s.exec(select(ProjectApiKey).where(ProjectApiKey.key_hash == hash_api_key(token))).first()
+            if key is None:
+                raise AuthenticationError("unknown API key")
+            if key.revoked_at is not None:
+                raise AuthenticationError("API key has been revoked")
+            project = self._project(s, key.project_id)
+            return Principal(
+                project_id=project.id,
+                project_name=project.name,
+                environment=key.environment,
+                plan=project.plan,
+                fallback=project.fallback,
+                allowed_models=frozenset(json.loads(project.allowed_models)) if project.allowed_models else None,
+                cache_enabled=project.cache_enabled,
+                default_cost_bias=project.default_cost_bias,
+                api_key_id=key.id,
+            )
+
+    # -- provider keys -------------------------------------------------------------------
+
+    def add_provider_key(self, project_id: str, spec: ProviderKeyCreate) -> ProviderKeyView:
+        key_id = _new_id("pk")
+        with session_scope(self.engine) as s:
+            project = self._project(s, project_id)
+            if project.plan not in BYOK_PLANS:
+                raise PlanError(
+                    f"project {project.name!r} is on the {project.plan} plan; Bring Your Own Keys needs the team "
+                    "or enterprise plan"
+                )
+            sealed = self.vault.encrypt(
+                spec.api_key, project_id=project_id, environment=spec.environment, provider=spec.provider, key_id=key_id
+            )
+            row = ProviderKey(
+                id=key_id,
+                project_id=project_id,
+                environment=spec.environment,
+                provider=spec.provider,
+                priority=spec.priority,
+                ciphertext=sealed.ciphertext,
+                nonce=sealed.nonce,
+                master_key_id=sealed.master_key_id,
+                fingerprint=fingerprint(spec.api_key),
+                last4=spec.api_key[-4:],
+                spend_cap_usd=str(spec.spend_cap_usd) if spec.spend_cap_usd is not None else None,
+                spend_cap_period=spec.spend_cap_period,
+                rpm_limit=spec.rpm_limit,
+            )
+            s.add(row)
+        return _provider_key_view(row)
+
+    def list_provider_keys(self, project_id: str) -> list[ProviderKeyView]:
+        with session_scope(self.engine) as s:
+            self._project(s, project_id)
+            rows = s.exec(
+                select(ProviderKey)
+                .where(ProviderKey.project_id == project_id)
+                .order_by(ProviderKey.environment, ProviderKey.provider, ProviderKey.priority)
+            )
+            return [_provider_key_view(r) for r in rows]
+
+    def set_provider_key_status(
+        self, project_id: str | None, key_id: str, status: str, reason: str | None = None
+    ) -> ProviderKeyView:
+        """Revoke, reactivate or mark a key invalid. Revoked keys are never used again until reactivated."""
+        with session_scope(self.engine) as s:
+            row = s.get(ProviderKey, key_id)
+            if row is None or (project_id is not None and row.project_id != project_id):
+                raise NotFoundError(f"provider key {key_id!r} not found")
+            row.status = status
+            row.status_reason = reason
+            row.updated_at = utcnow()
+            s.add(row)
+            return _provider_key_view(row)
+
+    def delete_provider_key(self, project_id: str, key_id: str) -> None:
+        with session_scope(self.engine) as s:
+            row = s.get(ProviderKey, key_id)
+            if row is None or row.project_id != project_id:
+                raise NotFoundError(f"provider key {key_id!r} not found")
+            s.delete(row)  # the row count in keys_version() changes, so other processes resync
+
+    def active_keys(self, project_id: str, environment: str) -> list[ResolvedKey]:
+        """Decrypted active keys of a project environment, by provider then priority."""
+        with session_scope(self.engine) as s:
+            rows = list(
+                s.exec(
+                    select(ProviderKey)
+                    .where(
+                        ProviderKey.project_id == project_id,
+                        ProviderKey.environment == environment,
+                        ProviderKey.status == "active",
+                    )
+                    .order_by(ProviderKey.provider, ProviderKey.priority, ProviderKey.created_at)
+                )
+            )
+        out = []
+        for row in rows:
+            secret = self.vault.decrypt(
+                Sealed(row.ciphertext, row.nonce, row.master_key_id),
+                project_id=row.project_id,
+                environment=row.environment,
+                provider=row.provider,
+                key_id=row.id,
+            )
+            cap = Decimal(row.spend_cap_usd) if row.spend_cap_usd else None
+            out.append(
+                ResolvedKey(
+                    id=row.id,
+                    provider=row.provider,
+                    priority=row.priority,
+                    secret=secret,
+                    fingerprint=row.fingerprint,
+                    spend_cap_micros=int(cap * 1_000_000) if cap is not None else None,
+                    spend_cap_period=row.spend_cap_period,
+                    rpm_limit=row.rpm_limit,
+                )
+            )
+        return out
+
+    def keys_version(self) -> tuple[object, int]:
+        """A cheap marker that changes whenever any provider key changes (for cross-process sync)."""
+        with session_scope(self.engine) as s:
+            row = s.execute(sa.select(sa.func.max(ProviderKey.updated_at), sa.func.count(ProviderKey.id))).one()
+            return (row[0], int(row[1]))
+
+    # -- master keys -----------------------------------------------------------------------
+
+    def check_vault(self) -> int:
+        """Decrypt one row per master key id in use; VaultError names the first that fails."""
+        checked = 0
+        with session_scope(self.engine) as s:
+            ids = [r[0] for r in s.execute(sa.select(ProviderKey.master_key_id).distinct())]
+            for mk in ids:
+                row = s.exec(select(ProviderKey).where(ProviderKey.master_key_id == mk).limit(1)).first()
+                assert row is not None
+                self.vault.decrypt(
+                    Sealed(row.ciphertext, row.nonce, row.master_key_id),
+                    project_id=row.project_id,
+                    environment=row.environment,
+                    provider=row.provider,
+                    key_id=row.id,
+                )
+                checked += 1
+        return checked
+
+    def rotate_encryption(self, *, batch_size: int = 200) -> int:
+        """Re-encrypt every row not under the newest master key; returns the number re-encrypted."""
+        done = 0
+        while True:
+            with session_scope(self.engine) as s:
+                rows = list(
+                    s.exec(select(ProviderKey).where(ProviderKey.master_key_id != self.vault.current_id).limit(batch_size))
+                )
+                if not rows:
+                    return done
+                for row in rows:
+                    sealed = self.vault.reencrypt(
+                        Sealed(row.ciphertext, row.nonce, row.master_key_id),
+                        project_id=row.project_id,
+                        environment=row.environment,
+                        provider=row.provider,
+                        key_id=row.id,
+                    )
+                    row.ciphertext, row.nonce, row.master_key_id = sealed.ciphertext, sealed.nonce, sealed.master_key_id
+                    s.add(row)
+                done += len(rows)
+
+
+__all__ = ["API_KEY_PREFIX", "KeyService", "VaultError", "hash_api_key"]

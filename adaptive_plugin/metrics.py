@@ -1,0 +1,98 @@
+"""Every Prometheus metric of the plugin, defined once.
+
+Names follow `adaptive_<capability>_<what>_<unit>`. Labels take small fixed value sets only
+(model group, provider, outcome, reason); never key strings, user or request ids. Project
+labels are off unless the operator sets `ADAPTIVE_METRICS_PROJECT_LABELS=true`, which adds a
+`project` label to the request and fee counters.
+
+The proxy may run several workers: set PROMETHEUS_MULTIPROC_DIR in the launch environment
+(wiped on start) and the values are aggregated per scrape by `render_latest()`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import multiprocess
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.5)
+
+_PROJECT = ("project",) if os.environ.get("ADAPTIVE_METRICS_PROJECT_LABELS", "").lower() in ("1", "true", "yes") else ()
+
+REQUESTS = Counter(
+    "adaptive_requests_total",
+    "Requests finished by the plugin, by outcome (success, error).",
+    ("model_group", "provider", "key_source", "cache", "outcome", *_PROJECT),
+)
+TOKENS = Counter(
+    "adaptive_tokens_total",
+    "Tokens of successful requests, by kind (input, cached_input, output).",
+    ("provider", "key_source", "kind", *_PROJECT),
+)
+OVERHEAD_FEE = Counter(
+    "adaptive_billing_overhead_fee_usd_total",
+    "Gateway overhead fee billed, in USD.",
+    ("key_source", "cache", *_PROJECT),
+)
+MODEL_COST = Counter(
+    "adaptive_billing_model_cost_usd_total",
+    "Model cost billed on pooled keys, in USD.",
+    ("provider", *_PROJECT),
+)
+CACHE_LOOKUPS = Counter(
+    "adaptive_cache_lookups_total",
+    "Semantic cache lookups by outcome (hit_exact, hit_semantic, miss, bypass, error).",
+    ("outcome",),
+)
+CACHE_LOOKUP_SECONDS = Histogram(
+    "adaptive_cache_lookup_seconds",
+    "Semantic cache lookup latency, embedding included.",
+    buckets=LATENCY_BUCKETS,
+)
+CACHE_ENTRIES = Gauge(
+    "adaptive_cache_entries",
+    "Entries in this process's semantic cache index.",
+    multiprocess_mode="max",
+)
+CACHE_EVICTIONS = Counter(
+    "adaptive_cache_evictions_total",
+    "Semantic cache entries evicted, by reason (ttl, capacity).",
+    ("reason",),
+)
+CACHE_STORES = Counter(
+    "adaptive_cache_stores_total",
+    "Responses stored in the semantic cache, by result (stored, skipped).",
+    ("result",),
+)
+ROUTING_DECISIONS = Counter(
+    "adaptive_routing_decisions_total",
+    "Model selections for auto requests, by chosen model group and task type.",
+    ("model_group", "task_type"),
+)
+KEY_FALLBACKS = Counter(
+    "adaptive_key_fallbacks_total",
+    "Attempts that failed on a key and moved to the next one, by reason.",
+    ("provider", "key_source", "reason"),
+)
+PLUGIN_LATENCY_SECONDS = Histogram(
+    "adaptive_plugin_latency_seconds",
+    "Time spent inside plugin hooks per request, by stage.",
+    ("stage",),
+    buckets=LATENCY_BUCKETS,
+)
+LEDGER_ROWS = Counter(
+    "adaptive_billing_ledger_rows_total",
+    "Usage rows written to the ledger.",
+)
+
+
+def render_latest() -> bytes:
+    """Exposition text for a scrape: multiprocess-aggregated when PROMETHEUS_MULTIPROC_DIR is set."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry)
+    from prometheus_client import REGISTRY
+
+    return generate_latest(REGISTRY)

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Set up and run the whole test suite (unit, end-to-end through the real proxy, PostgreSQL,
+# Helm chart). Starts PostgreSQL and Redis on 127.0.0.1 if they are down.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/setup.sh
+./scripts/services.sh
+export ADAPTIVE_TEST_POSTGRES_URL="${ADAPTIVE_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
+set +e
+.venv/bin/python -m pytest "$@"
+code=$?
+set -e
+if [ "$code" -eq 5 ]; then
+  echo "error: pytest collected no tests" >&2
+fi
+exit "$code"

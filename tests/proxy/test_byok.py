@@ -1,0 +1,131 @@
+"""Bring Your Own Keys end to end: own key first, fallback on failure, policies, isolation (issue 3)."""
+
+from __future__ import annotations
+
+import time
+
+import openai
+import pytest
+
+from tests.proxy.gateway import Gateway, byok_key, chat
+
+NO_STORE = {"Cache-Control": "no-store, no-cache"}
+
+
+def test_team_project_request_runs_on_its_own_key(gateway: Gateway) -> None:
+    mine = byok_key("own-ok")
+    project = gateway.project(keys=[("openai", mine, 1)])
+    mark = gateway.mark()
+    _, headers = chat(gateway.client(project.api_key), "own key please", extra_headers=NO_STORE)
+    assert [c["key_label"] for c in gateway.calls_since(mark)] == ["own-ok"]
+    assert headers["x-adaptive-key-source"] == "byok"
+    assert headers["x-adaptive-key-fingerprint"] == project.keys[0]["fingerprint"]
+    assert mine not in str(headers)
+
+
+@pytest.mark.parametrize("behaviour,reason", [("429", "rate_limited"), ("401", "invalid"), ("insufficient_quota", "quota")])
+def test_failing_own_key_falls_back_to_next_own_key_then_pooled(gateway: Gateway, behaviour: str, reason: str) -> None:
+    bad = byok_key(f"bad-{behaviour}", behaviour, retry_after=30)
+    good = byok_key(f"good-after-{behaviour}")
+    project = gateway.project(keys=[("openai", bad, 1), ("openai", good, 2)])
+    client = gateway.client(project.api_key)
+
+    mark = gateway.mark()
+    completion, headers = chat(client, f"fallback {behaviour}", extra_headers=NO_STORE)
+    assert completion.choices[0].message.content
+    assert [c["key_label"] for c in gateway.calls_since(mark)] == [f"bad-{behaviour}", f"good-after-{behaviour}"]
+    assert headers["x-adaptive-key-source"] == "byok"
+    assert headers["x-adaptive-fallbacks"] == f"{project.keys[0]['fingerprint']}:{reason}"
+
+    # the failing key now sits out (cooldown or invalid): the next request goes straight to the good one
+    mark = gateway.mark()
+    chat(client, f"second {behaviour}", extra_headers=NO_STORE)
+    assert [c["key_label"] for c in gateway.calls_since(mark)] == [f"good-after-{behaviour}"]
+
+    # both own keys failing: the pooled key answers within the same client request
+    worse = byok_key(f"worse-{behaviour}", behaviour, retry_after=30)
+    project2 = gateway.project(keys=[("openai", worse, 1)])
+    mark = gateway.mark()
+    _, headers = chat(gateway.client(project2.api_key), f"pooled after {behaviour}", extra_headers=NO_STORE)
+    assert [c["key_label"] for c in gateway.calls_since(mark)] == [f"worse-{behaviour}", "pooled-openai"]
+    assert headers["x-adaptive-key-source"] == "pooled"
+
+
+def test_invalid_key_is_marked_for_the_operator(gateway: Gateway) -> None:
+    bad = byok_key("revoked-upstream", "401")
+    project = gateway.project(keys=[("openai", bad, 1)])
+    chat(gateway.client(project.api_key), "mark me", extra_headers=NO_STORE)
+    views = gateway.admin("GET", f"/adaptive/projects/{project.id}/provider-keys", expect=200).json()
+    assert views[0]["status"] == "invalid" and "401" in views[0]["status_reason"]
+
+
+def test_byok_only_project_gets_a_clear_error_instead_of_pooled(gateway: Gateway) -> None:
+    bad = byok_key("byok-only-429", "429", retry_after=30)
+    project = gateway.project(fallback="byok_only", keys=[("openai", bad, 1)])
+    mark = gateway.mark()
+    with pytest.raises(openai.APIStatusError) as err:
+        chat(gateway.client(project.api_key), "no pooled for me", extra_headers=NO_STORE)
+    assert 400 <= err.value.status_code < 500
+    assert "byok_only" in str(err.value)
+    assert "pooled-openai" not in [c["key_label"] for c in gateway.calls_since(mark)]
+
+
+def test_developer_plan_cannot_add_provider_keys(gateway: Gateway) -> None:
+    project = gateway.project(plan="developer")
+    r = gateway.admin("POST", f"/adaptive/projects/{project.id}/provider-keys", json={
+        "environment": "production", "provider": "openai", "api_key": byok_key("dev-plan")})
+    assert r.status_code == 403
+    assert "team or enterprise plan" in r.text
+
+
+def test_another_projects_key_is_never_used(gateway: Gateway) -> None:
+    theirs = byok_key("other-project-key")
+    gateway.project(keys=[("openai", theirs, 1)])
+    mine = gateway.project(keys=[])
+    mark = gateway.mark()
+    for i in range(3):
+        chat(gateway.client(mine.api_key), f"isolation {i}", extra_headers=NO_STORE)
+    labels = [c["key_label"] for c in gateway.calls_since(mark)]
+    assert labels == ["pooled-openai"] * 3
+
+
+def test_key_is_never_sent_to_another_provider(gateway: Gateway) -> None:
+    openai_key = byok_key("openai-only")
+    project = gateway.project(keys=[("openai", openai_key, 1)])
+    mark = gateway.mark()
+    chat(gateway.client(project.api_key), "anthropic please", model="claude-3-5-haiku", extra_headers=NO_STORE)
+    calls = gateway.calls_since(mark)
+    assert [(c["provider"], c["key_label"]) for c in calls] == [("anthropic", "pooled-anthropic")]
+
+
+def test_revoked_provider_key_stops_being_used(gateway: Gateway) -> None:
+    first = byok_key("to-revoke")
+    second = byok_key("stays")
+    project = gateway.project(keys=[("openai", first, 1), ("openai", second, 2)])
+    client = gateway.client(project.api_key)
+    mark = gateway.mark()
+    chat(client, "before revoke", extra_headers=NO_STORE)
+    gateway.admin("POST", f"/adaptive/projects/{project.id}/provider-keys/{project.keys[0]['id']}/revoke", expect=200)
+    time.sleep(1.2)
+    chat(client, "after revoke", extra_headers=NO_STORE)
+    assert [c["key_label"] for c in gateway.calls_since(mark)] == ["to-revoke", "stays"]
+
+
+def test_provider_key_views_never_contain_the_key(gateway: Gateway) -> None:
+    secret = byok_key("view-check")
+    project = gateway.project(keys=[("openai", secret, 1)])
+    listing = gateway.admin("GET", f"/adaptive/projects/{project.id}/provider-keys", expect=200).text
+    assert secret not in listing
+    assert secret[-4:] in listing  # the last four characters are shown
+
+
+def test_admin_api_needs_the_master_key_and_validates_input(gateway: Gateway) -> None:
+    import httpx
+
+    r = httpx.get(f"{gateway.base_url}/adaptive/projects", headers={"Authorization": "Bearer wrong-master-key"})
+    assert r.status_code == 401 and "master key" in r.text
+    r = gateway.admin("POST", "/adaptive/projects", json={"name": "x", "plan": "platinum"})
+    assert r.status_code == 422 and "plan" in r.text
+    project = gateway.project(plan="team")
+    r = gateway.admin("POST", f"/adaptive/projects/{project.id}/provider-keys", json={"environment": "moon", "provider": "openai", "api_key": "sk-abcdefgh"})
+    assert r.status_code == 422 and "environment" in r.text

@@ -1,0 +1,52 @@
+"""The same cache on PostgreSQL: two workers, one database (needs 127.0.0.1:5432, trust auth)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from .conftest import completion, user
+
+URL = "postgresql://postgres@127.0.0.1:5432/test"
+P: dict[str, Any] = {"model": "gpt-4o-mini", "temperature": 0}
+
+pytestmark = pytest.mark.postgres
+
+
+@pytest.fixture()
+def pg_engine() -> Iterator[Engine]:
+    from adaptive_plugin.db import make_engine
+
+    engine = make_engine(URL)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT 1"))
+    except sa.exc.OperationalError as exc:
+        pytest.skip(f"PostgreSQL not reachable: {exc}")
+    yield engine
+    engine.dispose()
+
+
+def test_two_workers_on_postgres(make_cache: Any, pg_engine: Engine, tmp_path: Path) -> None:
+    scope = f"pytest-{uuid.uuid4().hex}"  # unique: parallel runs share the table
+    w1 = make_cache(tmp_path / "w1", engine=pg_engine, sync_interval=0.0)
+    w2 = make_cache(tmp_path / "w2", engine=pg_engine, sync_interval=0.0)
+    try:
+        assert w1.store(scope, user("How do I reverse a list in Python?"), completion("reversed()"), P)
+        assert w2.lookup(scope, user("How do I reverse a list in Python?"), P).outcome == "hit-exact"
+        assert w2.lookup(scope, user("How can I reverse a Python list?"), P).outcome == "hit-semantic"
+        assert w2.lookup(scope + "-other", user("How do I reverse a list in Python?"), P).outcome == "miss"
+        assert w2.lookup(scope, user("How do I reverse a list in Rust?"), P).outcome == "miss"
+    finally:
+        w1.clear_scope(scope)
+    with pg_engine.connect() as conn:
+        left = conn.execute(
+            sa.text("SELECT count(*) FROM adaptive_cache_entries WHERE scope = :s"), {"s": scope}
+        ).scalar_one()
+    assert left == 0
