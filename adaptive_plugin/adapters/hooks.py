@@ -146,7 +146,7 @@ class AdaptiveHooks(CustomLogger):
                 self._check_allowed(principal, state.requested_model)
                 state.model_group = state.requested_model
         except AdaptiveError as exc:
-            self.registry.pop(state.rid)
+            self._retire(state)
             raise http_error(exc) from exc
         finally:
             state.plugin_seconds += time.perf_counter() - started
@@ -290,7 +290,14 @@ class AdaptiveHooks(CustomLogger):
         row = accounting.ledger_row(state, usage=usage, fee=fee, model=model, response_cost=cost)
         self.ctx.ledger.record(row)
         accounting.record_metrics(row, project_labels=self.settings.metrics_project_labels)
-        self.registry.pop(state.rid)
+        self._retire(state)
+
+    def _retire(self, state: RequestState) -> None:
+        """Forget a finished request soon, not at once: LiteLLM may still store it in the cache."""
+        try:
+            asyncio.get_running_loop().call_later(RETIRE_AFTER_SECONDS, self.registry.pop, state.rid)
+        except RuntimeError:
+            self.registry.pop(state.rid)
 
     async def async_post_call_failure_hook(
         self, request_data: dict, original_exception: Exception, user_api_key_dict: Any, traceback_str: str | None = None
@@ -308,8 +315,11 @@ class AdaptiveHooks(CustomLogger):
         )
         self.ctx.ledger.record(row)
         accounting.record_metrics(row, project_labels=self.settings.metrics_project_labels)
-        self.registry.pop(state.rid)
+        self._retire(state)
         return None
+
+
+RETIRE_AFTER_SECONDS = 10.0
 
 
 def _forbidden(message: str) -> AdaptiveError:

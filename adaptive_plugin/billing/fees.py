@@ -69,7 +69,8 @@ def usage_from_response(usage: Any) -> Usage:
     """Read tokens from an OpenAI- or Anthropic-style usage object or dict.
 
     Cached prompt tokens come from `prompt_tokens_details.cached_tokens` (OpenAI) or
-    `cache_read_input_tokens` (Anthropic); the larger is used if both are present.
+    `cache_read_input_tokens` (Anthropic); the larger is used if both are present. Anthropic's
+    own `input_tokens` excludes cache reads and writes, so those are added to the input count.
     """
     if usage is None:
         return Usage()
@@ -80,6 +81,10 @@ def usage_from_response(usage: Any) -> Usage:
     prompt = get(usage, "prompt_tokens")
     if prompt is None:
         prompt = get(usage, "input_tokens")
+        if get(usage, "cache_read_input_tokens") is not None or get(usage, "cache_creation_input_tokens") is not None:
+            # Anthropic's own usage: input_tokens excludes cache reads and writes
+            prompt = (int(prompt or 0) + int(get(usage, "cache_read_input_tokens") or 0)
+                      + int(get(usage, "cache_creation_input_tokens") or 0))
     completion = get(usage, "completion_tokens")
     if completion is None:
         completion = get(usage, "output_tokens")

@@ -129,6 +129,11 @@ class Gateway:
             return c.get("/metrics/").text
 
 
+def settle(seconds: float = 0.5) -> None:
+    """LiteLLM writes the cache in a background task after answering: give it a moment."""
+    time.sleep(seconds)
+
+
 def chat(client: openai.OpenAI, content: str, *, model: str = "gpt-4o-mini", **kw: Any) -> tuple[Any, dict[str, str]]:
     raw = client.chat.completions.with_raw_response.create(
         model=model, messages=[{"role": "user", "content": content}], **kw

@@ -1,0 +1,108 @@
+"""The trained complexity model: two linear heads and their calibration, loaded from an .npz.
+
+* the *full* head reads `[embedding (384), handcrafted features]`;
+* the *features* head reads the handcrafted features alone, for when no embedding exists.
+
+Each head predicts the strong-minus-weak quality gain of a prompt; `calibrate` maps the raw
+prediction to its quantile among the training prompts, so a score of 0.8 means "needs a
+stronger model than 80% of the reference prompts" for either head. The artifact records
+the feature names it was trained with and loading fails if they differ from the code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptive_plugin.errors import RoutingError
+from adaptive_plugin.routing._features import FEATURE_NAMES
+
+ARTIFACT_PATH = Path(__file__).with_name("artifacts") / "complexity.npz"
+"""Where the shipped model lives; `python -m adaptive_plugin.routing.train` rebuilds it."""
+
+
+@dataclass(frozen=True)
+class LinearHead:
+    """`raw = x @ weights + bias`, then a monotone map of `raw` through `knots` onto [0, 1]."""
+
+    weights: np.ndarray
+    bias: float
+    knots: np.ndarray
+
+    def raw(self, x: np.ndarray) -> np.ndarray | float:
+        """The predicted gain of one vector (float) or of each row of a matrix."""
+        out = x @ self.weights + self.bias
+        return float(out) if np.ndim(out) == 0 else np.asarray(out)
+
+    def calibrate(self, raw: np.ndarray | float) -> np.ndarray | float:
+        """Quantile of `raw` among the training prompts' predictions, in [0, 1]."""
+        levels = np.linspace(0.0, 1.0, self.knots.size)
+        out = np.interp(raw, self.knots, levels)
+        return float(out) if np.ndim(out) == 0 else np.asarray(out)
+
+
+@dataclass(frozen=True)
+class ComplexityModel:
+    """Both heads plus what they were trained on (`info`, free-form JSON)."""
+
+    full: LinearHead
+    features: LinearHead
+    embedding_dim: int
+    feature_names: tuple[str, ...]
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def save(self, path: Path) -> None:
+        """Write the model as a compressed .npz (float32 weights)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as fh:
+            np.savez_compressed(
+                fh,
+                full_weights=self.full.weights.astype(np.float32),
+                full_bias=np.float64(self.full.bias),
+                full_knots=self.full.knots.astype(np.float64),
+                features_weights=self.features.weights.astype(np.float32),
+                features_bias=np.float64(self.features.bias),
+                features_knots=self.features.knots.astype(np.float64),
+                embedding_dim=np.int64(self.embedding_dim),
+                feature_names=np.asarray(self.feature_names),
+                info=np.asarray(json.dumps(self.info, sort_keys=True)),
+            )
+
+    @classmethod
+    def load(cls, path: Path = ARTIFACT_PATH) -> ComplexityModel:
+        """Read and check an artifact written by `save`; raise `RoutingError` if unusable."""
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                names = tuple(str(n) for n in data["feature_names"])
+                model = cls(
+                    full=LinearHead(data["full_weights"].astype(np.float32), float(data["full_bias"]),
+                                    data["full_knots"].astype(np.float64)),
+                    features=LinearHead(data["features_weights"].astype(np.float32), float(data["features_bias"]),
+                                        data["features_knots"].astype(np.float64)),
+                    embedding_dim=int(data["embedding_dim"]),
+                    feature_names=names,
+                    info=json.loads(str(data["info"])),
+                )
+        except (OSError, KeyError, ValueError) as exc:
+            raise RoutingError(f"cannot read the complexity model {path}: {exc}") from exc
+        if names != FEATURE_NAMES:
+            raise RoutingError(
+                f"the complexity model {path} was trained with other features; "
+                "rebuild it with `python -m adaptive_plugin.routing.train`"
+            )
+        if model.full.weights.shape != (model.embedding_dim + len(names),) or model.features.weights.shape != (
+            len(names),
+        ):
+            raise RoutingError(f"the complexity model {path} has weights of the wrong shape")
+        return model
+
+
+@lru_cache(maxsize=4)
+def load_model(path: Path = ARTIFACT_PATH) -> ComplexityModel:
+    """The model at `path`, read once per process and path."""
+    return ComplexityModel.load(path)

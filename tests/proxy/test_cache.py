@@ -1,0 +1,105 @@
+"""The semantic cache through the real proxy (issue 5): right answers only, never across tenants."""
+
+from __future__ import annotations
+
+from tests.proxy.gateway import Gateway, chat, settle
+
+
+def test_paraphrase_is_a_hit_and_the_provider_sees_one_call(gateway: Gateway) -> None:
+    project = gateway.project(plan="developer")
+    client = gateway.client(project.api_key)
+    mark = gateway.mark()
+    first, h1 = chat(client, "How do I reverse a list in Python?")
+    settle()
+    second, h2 = chat(client, "How can I reverse a Python list?")
+    assert len(gateway.calls_since(mark)) == 1
+    assert h1["x-adaptive-cache"] == "miss"
+    assert h2["x-adaptive-cache"] == "hit-semantic" and float(h2["x-adaptive-cache-similarity"]) > 0.8
+    assert second.choices[0].message.content == first.choices[0].message.content
+    rows = gateway.ledger_rows(project.id, wait_for=2)
+    assert sorted(r["cache"] for r in rows) == ["hit-semantic", "miss"]
+
+
+def test_near_miss_is_not_served_from_cache(gateway: Gateway) -> None:
+    project = gateway.project(plan="developer")
+    client = gateway.client(project.api_key)
+    chat(client, "Is it safe to eat raw chicken?")
+    settle()
+    mark = gateway.mark()
+    answer, headers = chat(client, "Is it unsafe to eat raw chicken?")
+    assert headers["x-adaptive-cache"] == "miss"
+    assert len(gateway.calls_since(mark)) == 1
+    assert "unsafe" in answer.choices[0].message.content
+
+
+def test_another_projects_identical_prompt_is_a_miss(gateway: Gateway) -> None:
+    a = gateway.project(plan="developer")
+    b = gateway.project(plan="developer")
+    chat(gateway.client(a.api_key), "What is the tallest mountain on Earth?")
+    settle()
+    mark = gateway.mark()
+    _, headers = chat(gateway.client(b.api_key), "What is the tallest mountain on Earth?")
+    assert headers["x-adaptive-cache"] == "miss"
+    assert len(gateway.calls_since(mark)) == 1
+
+
+def test_different_model_is_a_different_partition(gateway: Gateway) -> None:
+    project = gateway.project(plan="developer")
+    client = gateway.client(project.api_key)
+    chat(client, "Define entropy in one line.", model="gpt-4o-mini")
+    settle()
+    _, headers = chat(client, "Define entropy in one line.", model="gpt-4o")
+    assert headers["x-adaptive-cache"] == "miss"
+
+
+def test_cache_control_headers(gateway: Gateway) -> None:
+    project = gateway.project(plan="developer")
+    client = gateway.client(project.api_key)
+    _, h = chat(client, "Who wrote Dune?", extra_headers={"Cache-Control": "no-store"})
+    assert h["x-adaptive-cache"] == "miss"
+    settle()
+    _, h = chat(client, "Who wrote Dune?")  # nothing was stored by the first call
+    assert h["x-adaptive-cache"] == "miss"
+    mark = gateway.mark()
+    _, h = chat(client, "Who wrote Dune?", extra_headers={"Cache-Control": "no-cache"})
+    assert h["x-adaptive-cache"] == "bypass" and len(gateway.calls_since(mark)) == 1
+    settle()
+    _, h = chat(client, "Who wrote Dune?")
+    assert h["x-adaptive-cache"] == "hit-exact"
+
+
+def test_streamed_request_served_from_cache_is_a_proper_stream(gateway: Gateway) -> None:
+    project = gateway.project(plan="developer")
+    client = gateway.client(project.api_key)
+    first, _ = chat(client, "Name three noble gases.")
+    settle()
+    mark = gateway.mark()
+    with client.chat.completions.with_streaming_response.create(
+        model="gpt-4o-mini", stream=True, messages=[{"role": "user", "content": "Name three noble gases."}]
+    ) as resp:
+        assert resp.headers["x-adaptive-cache"] == "hit-exact"
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        text = "".join(c.choices[0].delta.content or "" for c in resp.parse() if c.choices)
+    assert text == first.choices[0].message.content
+    assert gateway.calls_since(mark) == []
+
+
+def test_high_temperature_requests_bypass_the_cache(gateway: Gateway) -> None:
+    project = gateway.project(plan="developer")
+    client = gateway.client(project.api_key)
+    chat(client, "Tell me a story about a fox.", temperature=1.5)
+    settle()
+    mark = gateway.mark()
+    _, headers = chat(client, "Tell me a story about a fox.", temperature=1.5)
+    assert headers["x-adaptive-cache"] == "bypass"
+    assert len(gateway.calls_since(mark)) == 1
+
+
+def test_project_with_cache_disabled_never_hits(gateway: Gateway) -> None:
+    project = gateway.project(plan="developer", cache_enabled=False)
+    client = gateway.client(project.api_key)
+    chat(client, "What is 2+2?")
+    settle()
+    mark = gateway.mark()
+    _, headers = chat(client, "What is 2+2?")
+    assert headers["x-adaptive-cache"] == "bypass" and len(gateway.calls_since(mark)) == 1
