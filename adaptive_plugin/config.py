@@ -72,6 +72,12 @@ class Settings(BaseSettings):
     metrics_project_labels: bool = Field(False, description="Add a project label to request and fee metrics.")
     sync_interval_seconds: float = Field(1.0, gt=0, description="How often shared state (cache entries, key revocations) is re-read from the database.")
 
+    @classmethod
+    def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def,override]
+        # from_env() is the one reader of the environment (it checks names and maps errors);
+        # without this, pydantic-settings would also read os.environ behind an explicit mapping.
+        return (init_settings,)
+
     @field_validator("master_keys")
     @classmethod
     def _check_master_keys(cls, value: SecretStr | None) -> SecretStr | None:

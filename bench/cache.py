@@ -69,7 +69,7 @@ class Tally:
     def row(self) -> tuple[str, str, str]:
         hr = self.pos_hits / self.pos if self.pos else 0.0
         prec = self.correct / self.hits if self.hits else float("nan")
-        return f"{hr:.3f}", f"{prec:.3f}", str(self.neg_hits)
+        return f"{hr:.3f}", f"{prec:.3f}", str(self.hits - self.correct)
 
 
 def cosine_baseline(rows: list[dict[str, Any]], A: np.ndarray, B: np.ndarray, t: float) -> dict[str, Tally]:
@@ -141,12 +141,12 @@ def quality(data: Path, embedder: Embedder, default_t: float) -> None:
         for t, tallies in guarded(sub, a, b, thresholds).items():
             name = f"**SemanticCache t={t:.2f}**" if t == default_t else f"SemanticCache t={t:.2f}"
             lines.append((name, *(x for s in ("all", "gptcache_mock", "qqp") for x in tallies[s].row())))
-        header = ("cache", "hit rate", "precision", "neg hits", "gpt hit rate", "gpt prec", "gpt wrong-pair",
+        header = ("cache", "hit rate", "precision", "wrong hits", "gpt hit rate", "gpt prec", "gpt wrong",
                   "qqp hit rate", "qqp prec", "qqp label-0 hits")
         print_table(f"quality, {part} half ({len(sub)} pairs)" if part != "all" else f"quality, full set ({len(sub)} pairs)",
                     lines, header)
-    print("\n(hit rate = correct hits / true paraphrases; precision = correct hits / hits; neg hits = hits on label-0 "
-          "pairs; for gptcache_mock the 'neg hits' column counts hits returning another pair's answer as wrong in precision)")
+    print("\n(hit rate = correct hits / true paraphrases; precision = correct hits / hits; wrong hits = hits on "
+          "label-0 pairs (qqp) or returning another pair's answer (gptcache_mock))")
 
 
 def rss_bytes() -> int:

@@ -52,6 +52,8 @@ def headers_for(state: RequestState, *, model: str | None, fee: Fee | None) -> d
             out["x-adaptive-task-type"] = state.task_type
         if state.route_order:
             out["x-adaptive-route-candidates"] = ",".join(state.route_order)
+            if state.model_group and state.model_group != state.route_order[0]:
+                out["x-adaptive-route-fallback"] = f"{state.route_order[0]}->{state.model_group}"
     if state.keys.fallbacks:
         out["x-adaptive-fallbacks"] = ",".join(f"{f['from']}:{f['reason']}" for f in state.keys.fallbacks)
     if fee is not None:

@@ -208,6 +208,9 @@ class AdaptiveHooks(CustomLogger):
         pooled = bool(kwargs.get("api_key")) and (self.strategy is None or self.strategy.pooled_healthy(info))
         choice = self.ctx.resolver.choose(state.principal, provider, state.keys, pooled_available=pooled)
         state.provider = provider
+        group = (request_metadata(kwargs) or {}).get("model_group")
+        if isinstance(group, str) and group:
+            state.model_group = group  # differs from the routed choice after a model fallback
         state.keys.last_error = None
         state.keys.last_error_retryable = True
         out = dict(kwargs)

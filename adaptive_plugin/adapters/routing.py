@@ -1,27 +1,131 @@
-"""Model selection for `model: auto` (placeholder until the routing capability is wired)."""
+"""Model selection for `model: auto`: LiteLLM's model list and our request state in, a model group out.
+
+The chosen group replaces `model`; the other candidates, best first, become the request's
+LiteLLM fallbacks, so a failure of the chosen model moves to the next candidate with
+LiteLLM's own retry and fallback machinery.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
 
+from adaptive_plugin import metrics
+from adaptive_plugin.adapters.deployments import DeploymentInfo
+from adaptive_plugin.embedding import query_text
 from adaptive_plugin.errors import RoutingError
+from adaptive_plugin.keys import Principal
+from adaptive_plugin.routing._assess import Assessment, assess
+from adaptive_plugin.routing._request import route_request
+from adaptive_plugin.routing.selection import Candidate, Decision, select
+
+if TYPE_CHECKING:
+    from adaptive_plugin.adapters.hooks import AdaptiveHooks
+    from adaptive_plugin.adapters.state import RequestState
+
+COST_BIAS_HEADER = "x-adaptive-cost-bias"
 
 
 def parse_cost_bias(value: Any, default: float | None) -> float | None:
     if value is None:
         return default
+    if isinstance(value, bool):
+        raise RoutingError(f"cost_bias must be a number between 0 and 1, got {value!r}")
     try:
         bias = float(value)
     except (TypeError, ValueError):
         raise RoutingError(f"cost_bias must be a number between 0 and 1, got {value!r}") from None
     if not 0.0 <= bias <= 1.0:
-        raise RoutingError(f"cost_bias must be between 0 and 1, got {bias}")
+        raise RoutingError(f"cost_bias must be between 0 and 1, got {value!r}")
     return bias
 
 
-async def route(hooks: Any, state: Any, data: dict, own: dict, headers: dict) -> None:
-    raise RoutingError("model selection is not available yet")
+def _candidate(info: DeploymentInfo) -> Candidate:
+    return Candidate(
+        model_group=info.model_group, provider=info.provider, tier=info.tier, strengths=info.strengths,
+        input_cost_per_token=info.input_cost_per_token, output_cost_per_token=info.output_cost_per_token,
+        max_input_tokens=info.max_input_tokens, supports_tools=info.supports_tools,
+        supports_vision=info.supports_vision, supports_json=info.supports_json,
+    )
 
 
-async def explain(hooks: Any, principal: Any, body: dict, headers: dict) -> dict[str, Any]:
-    raise RoutingError("model selection is not available yet")
+def _candidates(hooks: AdaptiveHooks, principal: Principal) -> tuple[list[Candidate], frozenset[str]]:
+    """Routable model groups, and the providers this principal can pay for right now."""
+    hooks.ensure_strategy()
+    groups = hooks.index.groups()
+    candidates: list[Candidate] = []
+    providers: set[str] = set()
+    for group, infos in groups.items():
+        routable = [i for i in infos if i.routable]
+        if not routable:
+            continue
+        candidates.append(_candidate(routable[0]))
+        for info in routable:
+            pooled = info.pooled and (hooks.strategy is None or hooks.strategy.pooled_healthy(info))
+            if hooks.ctx.resolver.can_serve(principal, info.provider, pooled_available=pooled):
+                providers.add(info.provider)
+    if not candidates:
+        raise RoutingError("no model in the proxy's model_list is marked routable (model_info.adaptive.routable)")
+    return candidates, frozenset(providers)
+
+
+async def decide(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any], headers: dict[str, str],
+                 state: RequestState | None = None) -> tuple[Decision, Assessment, float]:
+    """Score the request once (sharing its embedding through `state`) and rank the candidates."""
+    default = principal.default_cost_bias if principal.default_cost_bias is not None else hooks.settings.default_cost_bias
+    bias = parse_cost_bias(body.pop("cost_bias", headers.get(COST_BIAS_HEADER)), default)
+    assert bias is not None
+    messages = body.get("messages")
+    if not isinstance(messages, list) or not messages:
+        raise RoutingError("messages must be a non-empty list of message objects")
+    embedding = state.embedding if state is not None else None
+    embedder = hooks.ctx.embedder if hooks.settings.routing_use_embedding else None
+    if embedding is None and embedder is not None:
+        text = query_text(messages)
+        if text:
+            embedding = await asyncio.to_thread(embedder.embed_one, text)
+            if state is not None:
+                state.embedding = embedding
+    assessment = assess(messages, embedding=embedding)
+    candidates, providers = _candidates(hooks, principal)
+    request = route_request(body, cost_bias=bias, allowed_models=principal.allowed_models, usable_providers=providers)
+    return select(request, candidates, assessment), assessment, bias
+
+
+async def route(hooks: AdaptiveHooks, state: RequestState, data: dict, own: dict, headers: dict[str, str]) -> None:
+    """Rewrite an `auto` request to the chosen model group with the rest as fallbacks."""
+    started = time.perf_counter()
+    if "cost_bias" in own:
+        data["cost_bias"] = own["cost_bias"]
+    decision, _assessment, _bias = await decide(hooks, state.principal, data, headers, state)
+    data.pop("cost_bias", None)
+    chosen = decision.chosen.model_group
+    rest = [c.model_group for c in decision.ordered[1:]]
+    data["model"] = chosen
+    if rest:
+        data["fallbacks"] = [{chosen: rest}]
+    state.model_group = chosen
+    state.routed = True
+    state.route_score = decision.score
+    state.task_type = decision.task_type
+    state.route_order = [c.model_group for c in decision.ordered]
+    metrics.ROUTING_DECISIONS.labels(model_group=chosen, task_type=decision.task_type).inc()
+    metrics.PLUGIN_LATENCY_SECONDS.labels(stage="routing").observe(time.perf_counter() - started)
+
+
+async def explain(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+    """The decision `route` would make, for `POST /adaptive/select-model`."""
+    decision, assessment, bias = await decide(hooks, principal, dict(body), headers)
+    return {
+        "model": decision.chosen.model_group,
+        "provider": decision.chosen.provider,
+        "fallbacks": [c.model_group for c in decision.ordered[1:]],
+        "score": round(decision.score, 4),
+        "task_type": decision.task_type,
+        "cost_bias": bias,
+        "reason": decision.reason,
+        "expected_quality": {k: round(v, 4) for k, v in decision.expected_quality.items()},
+        "signals": list(assessment.signals),
+        "used_embedding": assessment.used_embedding,
+    }

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel
 
-from adaptive_plugin.errors import DatabaseUnavailableError, SchemaError
+from adaptive_plugin.errors import DatabaseUnavailableError, SchemaError, StorageError
 
 SCHEMA_VERSION = 1
 _PG_LOCK_ID = 0x4164617074  # "Adapt": advisory lock serialising migrations across replicas
@@ -34,7 +34,10 @@ def make_engine(url: str) -> Engine:
         raise SchemaError(f"ADAPTIVE_DATABASE_URL is not a valid database URL: {redact_url(url)}") from exc
     if parsed.drivername.startswith("sqlite"):
         if parsed.database and parsed.database != ":memory:":
-            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"cannot create the directory of the SQLite database {redact_url(url)}: {exc}") from exc
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30})
 
         @sa.event.listens_for(engine, "connect")

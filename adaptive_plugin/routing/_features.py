@@ -16,6 +16,7 @@ import numpy as np
 
 from adaptive_plugin.embedding import content_text, query_text
 from adaptive_plugin.routing import _task as t
+from adaptive_plugin.routing._task import scan_window
 
 FEATURE_NAMES: Final[tuple[str, ...]] = (
     "log_query_chars",
@@ -41,6 +42,7 @@ FEATURE_NAMES: Final[tuple[str, ...]] = (
     "choices",
     "list_items",
     "constraints",
+    "compound",
     "greeting",
     "short_query",
     *(f"task_{name}" for name in t.TASK_TYPES),
@@ -55,11 +57,15 @@ _CONSTRAINT_RE: Final = re.compile(
     re.IGNORECASE,
 )
 _SYMBOLS: Final = frozenset("{}[]()<>=;:_\\/|&*^%$#@~`+")
-
-
 def _squash(count: float, scale: float) -> float:
     """Map a non-negative count into [0, 1) with a soft knee at `scale`."""
     return float(count / (count + scale))
+
+
+def task_of(features: np.ndarray) -> str:
+    """The task type encoded in the one-hot tail of a `handcrafted_features` vector."""
+    tail = features[len(FEATURE_NAMES) - len(t.TASK_TYPES) :]
+    return t.TASK_TYPES[int(np.argmax(tail))]
 
 
 def handcrafted_features(messages: Sequence[dict[str, Any]], *, text: str | None = None) -> np.ndarray:
@@ -67,7 +73,8 @@ def handcrafted_features(messages: Sequence[dict[str, Any]], *, text: str | None
 
     `text` is `query_text(messages)` when the caller already has it.
     """
-    query = query_text(list(messages)) if text is None else text
+    full_query = query_text(list(messages)) if text is None else text
+    query = scan_window(full_query)
     context_chars = 0
     turns = 0
     has_system = 0.0
@@ -85,7 +92,7 @@ def handcrafted_features(messages: Sequence[dict[str, Any]], *, text: str | None
     symbols = sum(1 for ch in query if ch in _SYMBOLS)
     digits = sum(1 for ch in query if ch.isdigit())
     values = [
-        math.log1p(len(query)) / 10.0,
+        math.log1p(len(full_query)) / 10.0,
         math.log1p(context_chars) / 10.0,
         math.log1p(max(turns - 1, 0)) / 3.0,
         has_system,
@@ -108,8 +115,9 @@ def handcrafted_features(messages: Sequence[dict[str, Any]], *, text: str | None
         _squash(len(t.CHOICE_RE.findall(query)), 4.0),
         _squash(len(_LIST_RE.findall(query)), 3.0),
         _squash(len(_CONSTRAINT_RE.findall(query)), 3.0),
+        _squash(len(t.COMPOUND_RE.findall(query)), 2.0),
         1.0 if len(query) < 60 and t.GREETING_RE.match(query) else 0.0,
-        1.0 if len(query) < 40 else 0.0,
+        1.0 if len(full_query) < 40 else 0.0,
         *(1.0 if task == name else 0.0 for name in t.TASK_TYPES),
     ]
     return np.asarray(values, dtype=np.float32)

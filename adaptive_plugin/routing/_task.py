@@ -27,8 +27,8 @@ _I = re.IGNORECASE
 CODE_FENCE_RE: Final = re.compile(r"```")
 CODE_TOKEN_RE: Final = re.compile(
     r"\bdef \w+\(|\bclass \w+[:(\s]|\bimport \w+|\bfrom \w+(\.\w+)* import\b|#include\s*<|\bfunction\s*\w*\s*\(|"
-    r"\bpublic (static )?(void|class|int)\b|=>|\bconsole\.log\(|\bprint\(|\breturn\b[^.\n]{0,40};|\bSELECT\b.+\bFROM\b|"
-    r"\bfor\s*\(.*;.*;|\bstd::|\$\(|</?(div|span|html|body)\b",
+    r"\bpublic (static )?(void|class|int)\b|=>|\bconsole\.log\(|\bprint\(|\breturn\b[^.\n]{0,40};|\bSELECT\b[^;\n]{1,200}?\bFROM\b|"
+    r"\bfor\s*\([^)\n]{0,80};|\bstd::|\$\(|</?(div|span|html|body)\b",
 )
 CODE_WORD_RE: Final = re.compile(
     r"\b(python|javascript|typescript|java|c\+\+|c#|golang|rust|sql|regex|bash|shell script|html|css|json|yaml|api|"
@@ -78,9 +78,23 @@ QUESTION_RE: Final = re.compile(
     _I | re.MULTILINE,
 )
 CHOICE_RE: Final = re.compile(r"^\s*\(?[A-Da-d][.)]\s+\S", re.MULTILINE)
+COMPOUND_RE: Final = re.compile(r"\b(statement|scenario|premise|claim|part)\s*\(?\d\)?\s*[|:]", _I)
+"""Several judgements packed into one question ("Statement 1 | ... Statement 2 | ...")."""
 GREETING_RE: Final = re.compile(
     r"^\s*(hi|hello|hey|thanks|thank you|good (morning|evening|night)|how are you|what'?s up|lol|ok(ay)?|bye)\b", _I
 )
+
+
+SCAN_HEAD: Final = 1500
+SCAN_TAIL: Final = 500
+"""Pattern features read the first 1500 and last 500 characters: bounded cost on long prompts."""
+
+
+def scan_window(text: str) -> str:
+    """The part of `text` that pattern features and task detection read."""
+    if len(text) <= SCAN_HEAD + SCAN_TAIL:
+        return text
+    return text[:SCAN_HEAD] + "\n" + text[-SCAN_TAIL:]
 
 
 def detect_task_type(text: str) -> str:
@@ -91,6 +105,7 @@ def detect_task_type(text: str) -> str:
     >>> detect_task_type("Hello there!")
     'chat'
     """
+    text = scan_window(text)
     if not text.strip():
         return CHAT
     if CODE_FENCE_RE.search(text) or (CODE_TOKEN_RE.search(text) and CODE_WORD_RE.search(text)):
@@ -102,7 +117,7 @@ def detect_task_type(text: str) -> str:
     math_hits = len(LATEX_RE.findall(text)) + len(EQUATION_RE.findall(text)) + len(MATH_WORD_RE.findall(text))
     if math_hits >= 2 or LATEX_RE.search(text):
         return MATH
-    if REASONING_RE.search(text) and not WRITING_RE.match(text.strip()):
+    if len(COMPOUND_RE.findall(text)) >= 2 or (REASONING_RE.search(text) and not WRITING_RE.match(text.strip())):
         return REASONING
     if EXTRACTION_RE.search(text):
         return EXTRACTION

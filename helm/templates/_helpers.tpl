@@ -162,6 +162,10 @@ why, and what to set instead. Included from every template that depends on them.
 {{- end -}}
 {{- end -}}
 {{- $cfg := .Values.proxyConfig -}}
+{{- $ls := $cfg.litellm_settings | default dict -}}
+{{- if and .Values.metrics.serviceMonitor.enabled (ne (toString (get $ls "require_auth_for_metrics_endpoint")) "false") -}}
+{{- fail (printf "%s metrics.serviceMonitor.enabled, but proxyConfig.litellm_settings.require_auth_for_metrics_endpoint is not false: LiteLLM would answer Prometheus's scrapes of /metrics with 401. Set it to false (and keep /metrics off public ingress)." $p) -}}
+{{- end -}}
 {{- $gs := $cfg.general_settings | default dict -}}
 {{- if and $gs.master_key (ne (toString $gs.master_key) "os.environ/LITELLM_MASTER_KEY") -}}
 {{- fail (printf "%s proxyConfig.general_settings.master_key must be os.environ/LITELLM_MASTER_KEY: a literal key in the ConfigMap would not be secret. Put the key in secrets.litellmMasterKey." $p) -}}

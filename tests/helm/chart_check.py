@@ -112,6 +112,11 @@ BAD_VALUES: dict[str, tuple[dict, str]] = {
          "postgresql": {"enabled": True, "url": "postgresql://u:p@db:5432/adaptive"}},
         r"persistence\.enabled keeps the state dir on one ReadWriteOnce claim, which 2 replicas cannot share",
     ),
+    "servicemonitor-with-metrics-auth": (
+        {"metrics": {"serviceMonitor": {"enabled": True}},
+         "proxyConfig": {"litellm_settings": {"require_auth_for_metrics_endpoint": True}}},
+        r"require_auth_for_metrics_endpoint is not false: LiteLLM would answer Prometheus's scrapes of /metrics with 401",
+    ),
     "literal-master-key-in-config": (
         {"proxyConfig": {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/gpt-4o-mini"}}],
                          "general_settings": {"master_key": "sk-1234567890123456789012345678901234"}}},
@@ -285,6 +290,9 @@ def check_common(docs: list[dict]) -> None:
     gs = cfg["general_settings"]
     _require(gs.get("custom_auth") == "adaptive_plugin.adapters.auth.user_api_key_auth", "custom_auth missing")
     _require(gs.get("master_key") == "os.environ/LITELLM_MASTER_KEY", "master_key must be os.environ/LITELLM_MASTER_KEY")
+    if _one(docs, "ServiceMonitor"):
+        _require(cfg["litellm_settings"].get("require_auth_for_metrics_endpoint") is False,
+                 "a ServiceMonitor scrapes without a key: require_auth_for_metrics_endpoint must be false")
     _require(bool(_one(docs, "Service")), "no Service")
     _require(bool(_one(docs, "PodDisruptionBudget")), "no PodDisruptionBudget")
 

@@ -26,17 +26,18 @@ def fake_provider() -> Iterator[FakeProvider]:
 
 
 def gateway_env(fake: FakeProvider, state_dir: Path, **extra: str) -> dict[str, str]:
-    return base_env(
-        LITELLM_MASTER_KEY=MASTER_KEY,
-        ADAPTIVE_MASTER_KEYS=VAULT_KEY,
-        ADAPTIVE_STATE_DIR=str(state_dir),
-        ADAPTIVE_LEDGER_FLUSH_SECONDS="0.2",
-        FAKE_OPENAI_API_BASE=f"{fake.base_url}/v1",
-        FAKE_ANTHROPIC_API_BASE=str(fake.base_url),
-        POOLED_OPENAI_KEY=POOLED_OPENAI,
-        POOLED_ANTHROPIC_KEY=POOLED_ANTHROPIC,
-        **extra,
-    )
+    settings = {
+        "LITELLM_MASTER_KEY": MASTER_KEY,
+        "ADAPTIVE_MASTER_KEYS": VAULT_KEY,
+        "ADAPTIVE_STATE_DIR": str(state_dir),
+        "ADAPTIVE_LEDGER_FLUSH_SECONDS": "0.2",
+        "FAKE_OPENAI_API_BASE": f"{fake.base_url}/v1",
+        "FAKE_ANTHROPIC_API_BASE": str(fake.base_url),
+        "POOLED_OPENAI_KEY": POOLED_OPENAI,
+        "POOLED_ANTHROPIC_KEY": POOLED_ANTHROPIC,
+    }
+    settings.update(extra)
+    return base_env(**settings)
 
 
 @pytest.fixture(scope="session")

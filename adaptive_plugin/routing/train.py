@@ -1,0 +1,229 @@
+"""Rebuild the complexity model from the labelled prompts: `python -m adaptive_plugin.routing.train`.
+
+Reads `routing/dev.jsonl` under `--data` (default `../shared/data`, relative to the working
+directory), embeds each prompt's `query_text` with the local model (cached on disk, keyed by
+the texts), fits two ridge regressions on the strong-minus-weak quality gain, and writes
+`adaptive_plugin/routing/artifacts/complexity.npz`. Before writing, it prints cross-validated
+APGR with whole sources held out and with whole categories (MMLU subjects, AlpacaEval
+sub-sets, GSM8K) held out. Training only: numpy, no scikit-learn, nothing at request time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptive_plugin.embedding import Embedder, default_model_dir, query_text
+from adaptive_plugin.routing._features import FEATURE_NAMES, handcrafted_features
+from adaptive_plugin.routing._model import ARTIFACT_PATH, ComplexityModel, LinearHead
+from adaptive_plugin.routing.quality import apgr, cpt
+
+DEFAULT_DATA = Path("../shared/data")
+ALPHA_FULL = 300.0
+ALPHA_FEATURES = 300.0
+N_KNOTS = 101
+CATEGORY_FOLDS = 8
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Labelled prompts with their features: one row per prompt."""
+
+    messages: list[list[dict[str, Any]]]
+    source: np.ndarray
+    category: np.ndarray
+    weak: np.ndarray
+    strong: np.ndarray
+    features: np.ndarray
+    embeddings: np.ndarray
+
+    @property
+    def gain(self) -> np.ndarray:
+        return self.strong - self.weak
+
+    @property
+    def target(self) -> np.ndarray:
+        """The gain standardised within each source: sources differ in how much the strong
+        model wins on average (AlpacaEval: nearly always), which says nothing about which
+        prompt of a new source needs it; only the ranking within a source is learned."""
+        out = self.gain.copy()
+        for src in np.unique(self.source):
+            m = self.source == src
+            out[m] = (out[m] - out[m].mean()) / (out[m].std() + 1e-9)
+        return out
+
+    @property
+    def full(self) -> np.ndarray:
+        return np.hstack([self.embeddings, self.features])
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The JSON lines of `path` that carry a weak and a strong score."""
+    rows = []
+    with path.open(encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                row = json.loads(line)
+                if row.get("weak_score") is not None and row.get("strong_score") is not None:
+                    rows.append(row)
+    return rows
+
+
+def embed_texts(texts: Sequence[str], embedder: Embedder, *, cache_dir: Path | None = None) -> np.ndarray:
+    """Embed `texts` shortest-first in batches (less padding); cache the result by content hash."""
+    digest = hashlib.sha256("\x1e".join(texts).encode("utf-8")).hexdigest()[:24]
+    cache = (cache_dir or _cache_dir()) / f"routing-embeddings-{digest}.npy"
+    if cache.is_file():
+        cached = np.load(cache)
+        if cached.shape == (len(texts), embedder.dimensions):
+            return cached
+    out = np.zeros((len(texts), embedder.dimensions), dtype=np.float32)
+    order = np.argsort([len(t) for t in texts], kind="stable")
+    for start in range(0, len(texts), 32):
+        idx = order[start : start + 32]
+        out[idx] = embedder.embed([texts[i] for i in idx])
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    np.save(cache, out)
+    return out
+
+
+def load_dataset(data_dir: Path, embedder: Embedder, *, cache_dir: Path | None = None) -> Dataset:
+    """Read `routing/dev.jsonl` under `data_dir`, compute features and embeddings."""
+    rows = read_rows(data_dir / "routing" / "dev.jsonl")
+    messages = [r["messages"] for r in rows]
+    texts = [query_text(m) for m in messages]
+    return Dataset(
+        messages=messages,
+        source=np.asarray([r["source"] for r in rows]),
+        category=np.asarray([f'{r["source"]}/{r.get("category") or r["source"]}' for r in rows]),
+        weak=np.asarray([float(r["weak_score"]) for r in rows]),
+        strong=np.asarray([float(r["strong_score"]) for r in rows]),
+        features=np.stack([handcrafted_features(m, text=t) for m, t in zip(messages, texts, strict=True)]),
+        embeddings=embed_texts(texts, embedder, cache_dir=cache_dir),
+    )
+
+
+def balanced_weights(groups: np.ndarray) -> np.ndarray:
+    """Sample weights giving every group the same total weight (mean weight 1)."""
+    _, inverse, counts = np.unique(groups, return_inverse=True, return_counts=True)
+    return (len(groups) / len(counts)) / counts[inverse]
+
+
+def fit_ridge(x: np.ndarray, y: np.ndarray, *, alpha: float, weights: np.ndarray) -> tuple[np.ndarray, float]:
+    """Weighted ridge on standardised columns; returns weights and bias for the raw columns."""
+    mean = np.average(x, axis=0, weights=weights)
+    std = x.std(axis=0) + 1e-6
+    z = (x - mean) / std
+    y_mean = float(np.average(y, weights=weights))
+    gram = z.T @ (z * weights[:, None]) + alpha * np.eye(x.shape[1])
+    coef = np.linalg.solve(gram, z.T @ (weights * (y - y_mean))) / std
+    return coef, y_mean - float(mean @ coef)
+
+
+def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, alpha: float) -> LinearHead:
+    """Fit a ridge head (categories weighted equally) and its quantile calibration."""
+    coef, bias = fit_ridge(x, y, alpha=alpha, weights=balanced_weights(groups))
+    raw = x @ coef + bias
+    knots = np.quantile(raw, np.linspace(0.0, 1.0, N_KNOTS))
+    knots = knots + np.arange(N_KNOTS) * 1e-9  # strictly increasing for np.interp
+    return LinearHead(weights=coef.astype(np.float32), bias=bias, knots=knots)
+
+
+def fit_model(ds: Dataset, rows: np.ndarray | None = None, *, info: dict[str, Any] | None = None) -> ComplexityModel:
+    """Fit both heads on `rows` (all rows by default)."""
+    idx = np.arange(len(ds.gain)) if rows is None else rows
+    return ComplexityModel(
+        full=fit_head(ds.full[idx], ds.target[idx], ds.category[idx], alpha=ALPHA_FULL),
+        features=fit_head(ds.features[idx], ds.target[idx], ds.category[idx], alpha=ALPHA_FEATURES),
+        embedding_dim=ds.embeddings.shape[1],
+        feature_names=FEATURE_NAMES,
+        info=info or {},
+    )
+
+
+def held_out_folds(ds: Dataset, scheme: str) -> list[np.ndarray]:
+    """Boolean masks of held-out rows: one per source, or categories in `CATEGORY_FOLDS` groups."""
+    if scheme == "source":
+        return [ds.source == s for s in np.unique(ds.source)]
+    if scheme == "category":
+        cats = np.unique(ds.category)
+        np.random.default_rng(0).shuffle(cats)
+        return [np.isin(ds.category, cats[k::CATEGORY_FOLDS]) for k in range(CATEGORY_FOLDS)]
+    raise ValueError(f"unknown scheme {scheme!r}")
+
+
+def cross_validate(ds: Dataset, scheme: str) -> dict[str, np.ndarray]:
+    """Held-out raw predictions of both heads: every row predicted by a model that never saw its group."""
+    full = np.zeros(len(ds.gain))
+    feats = np.zeros(len(ds.gain))
+    for held in held_out_folds(ds, scheme):
+        model = fit_model(ds, np.nonzero(~held)[0])
+        full[held] = model.full.raw(ds.full[held])
+        feats[held] = model.features.raw(ds.features[held])
+    return {"full": full, "features": feats}
+
+
+def per_source(ds: Dataset, scores: np.ndarray) -> dict[str, tuple[float, float]]:
+    """(APGR, CPT(50%)) of `scores` within each source."""
+    out = {}
+    for src in np.unique(ds.source):
+        m = ds.source == src
+        out[str(src)] = (
+            apgr(scores[m], weak=ds.weak[m], strong=ds.strong[m]),
+            cpt(scores[m], weak=ds.weak[m], strong=ds.strong[m]),
+        )
+    return out
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "adaptive-plugin"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m adaptive_plugin.routing.train", description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="directory holding routing/dev.jsonl")
+    parser.add_argument("--out", type=Path, default=ARTIFACT_PATH, help="artifact to write")
+    parser.add_argument("--model-dir", type=Path, default=None, help="embedding model directory")
+    parser.add_argument("--no-cv", action="store_true", help="skip the cross-validation report")
+    args = parser.parse_args(argv)
+
+    started = time.perf_counter()
+    embedder = Embedder.from_directory(args.model_dir or default_model_dir())
+    ds = load_dataset(args.data, embedder)
+    print(f"{len(ds.gain)} prompts, {ds.full.shape[1]} inputs, loaded in {time.perf_counter() - started:.0f}s")
+    info: dict[str, Any] = {
+        "rows": int(len(ds.gain)),
+        "sources": {str(s): int((ds.source == s).sum()) for s in np.unique(ds.source)},
+        "target": "strong_score - weak_score, standardised within each source",
+        "alpha_full": ALPHA_FULL,
+        "alpha_features": ALPHA_FEATURES,
+        "weights": "each category equal",
+    }
+    if not args.no_cv:
+        for scheme in ("source", "category"):
+            preds = cross_validate(ds, scheme)
+            for head, scores in preds.items():
+                figures = per_source(ds, scores)
+                mean = float(np.mean([a for a, _ in figures.values()]))
+                info[f"cv_{scheme}_{head}_apgr"] = {k: round(a, 4) for k, (a, _) in figures.items()}
+                cells = "  ".join(f"{k} {a:.3f}/{c:.2f}" for k, (a, c) in figures.items())
+                print(f"held-out {scheme:8s} {head:8s} APGR/CPT50: {cells}  mean APGR {mean:.3f}")
+    model = fit_model(ds, info=info)
+    model.save(args.out)
+    print(f"wrote {args.out} ({args.out.stat().st_size} bytes)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

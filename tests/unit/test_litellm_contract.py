@@ -1,0 +1,113 @@
+"""Our adapters override LiteLLM methods by name: fail here, not in production, when LiteLLM moves them.
+
+Like httpx's `test_httpcore_all_exceptions_mapped`: every public method of an adapter class is
+either a method of its LiteLLM base (same name, same parameter names and kinds, same sync/async)
+or one of our own helpers listed below. LiteLLM is pinned; a new version must pass this first.
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported
+
+import inspect
+from importlib.metadata import version
+
+import pytest
+from litellm import Router
+from litellm.caching.base_cache import BaseCache
+from litellm.caching.in_memory_cache import InMemoryCache
+from litellm.integrations.custom_logger import CustomLogger
+from litellm.types.router import CustomRoutingStrategyBase
+
+from adaptive_plugin.adapters.cache_backend import AdaptiveCacheBackend
+from adaptive_plugin.adapters.hooks import AdaptiveHooks
+from adaptive_plugin.adapters.strategy import AdaptiveRoutingStrategy
+
+PINNED = "1.106.12"
+
+# Public methods that are ours, not LiteLLM overrides.
+OWN_METHODS = {
+    AdaptiveHooks: {"install", "ensure_strategy", "authenticate", "principal_of"},
+    AdaptiveCacheBackend: set(),
+    AdaptiveRoutingStrategy: {"pooled_failed", "pooled_healthy"},
+}
+# Methods LiteLLM calls by duck typing on a cache backend (not declared on BaseCache), checked
+# against the in-memory backend that `Cache(type="local")` would otherwise use.
+DUCK_TYPED = {AdaptiveCacheBackend: {"flush_cache": InMemoryCache}}
+# async_delete_cache(key) is called on Redis/dual caches by the proxy; BaseCache does not declare it.
+DUCK_TYPED_UNCHECKED = {AdaptiveCacheBackend: {"async_delete_cache"}}
+
+PAIRS = [
+    (AdaptiveHooks, CustomLogger),
+    (AdaptiveCacheBackend, BaseCache),
+    (AdaptiveRoutingStrategy, CustomRoutingStrategyBase),
+]
+
+
+def public_methods(cls: type) -> set[str]:
+    return {name for name, value in vars(cls).items() if callable(value) and not name.startswith("_")}
+
+
+def shape(func: object) -> list[tuple[str, inspect._ParameterKind]]:
+    return [(p.name, p.kind) for p in inspect.signature(func).parameters.values()]  # type: ignore[arg-type]
+
+
+def test_litellm_is_the_pinned_version() -> None:
+    assert version("litellm") == PINNED
+
+
+@pytest.mark.parametrize("ours, base", PAIRS, ids=lambda c: c.__name__)
+def test_classes_subclass_the_litellm_base(ours: type, base: type) -> None:
+    assert issubclass(ours, base)
+
+
+@pytest.mark.parametrize("ours, base", PAIRS, ids=lambda c: c.__name__)
+def test_overridden_methods_exist_with_our_parameter_names(ours: type, base: type) -> None:
+    own = OWN_METHODS[ours] | set(DUCK_TYPED.get(ours, {})) | DUCK_TYPED_UNCHECKED.get(ours, set())
+    overrides = public_methods(ours) - own
+    assert overrides, f"{ours.__name__} overrides nothing?"
+    problems = []
+    for name in sorted(overrides):
+        theirs = getattr(base, name, None)
+        if theirs is None:
+            problems.append(f"{base.__name__}.{name} no longer exists")
+            continue
+        mine = getattr(ours, name)
+        if shape(mine) != shape(theirs):
+            problems.append(f"{name}: ours {shape(mine)} != LiteLLM's {shape(theirs)}")
+        if inspect.iscoroutinefunction(mine) != inspect.iscoroutinefunction(theirs):
+            problems.append(f"{name}: sync/async differs from LiteLLM's")
+    assert problems == []
+
+
+@pytest.mark.parametrize("ours", list(DUCK_TYPED), ids=lambda c: c.__name__)
+def test_duck_typed_cache_methods_match_litellms_backends(ours: type) -> None:
+    for name, reference in DUCK_TYPED[ours].items():
+        assert shape(getattr(ours, name)) == shape(getattr(reference, name)), name
+
+
+def test_the_hooks_we_rely_on_are_all_overridden() -> None:
+    hooks = {
+        "async_pre_call_hook", "async_pre_call_deployment_hook", "async_post_call_failure_deployment_hook",
+        "async_post_call_response_headers_hook", "async_log_success_event", "async_post_call_failure_hook",
+    }
+    assert hooks <= public_methods(AdaptiveHooks)
+    assert {"get_cache", "async_get_cache", "set_cache", "async_set_cache"} <= public_methods(AdaptiveCacheBackend)
+    assert {"async_get_available_deployment", "get_available_deployment"} <= public_methods(AdaptiveRoutingStrategy)
+
+
+def test_every_hook_says_whether_it_fails_open_or_closed() -> None:
+    for name in public_methods(AdaptiveHooks) - OWN_METHODS[AdaptiveHooks]:
+        doc = getattr(AdaptiveHooks, name).__doc__ or ""
+        assert "fails open" in doc.lower() or "fails closed" in doc.lower(), name
+
+
+def test_router_accepts_a_custom_routing_strategy() -> None:
+    method = getattr(Router, "set_custom_routing_strategy", None)
+    assert callable(method)
+    assert [name for name, _ in shape(method)] == ["self", "CustomRoutingStrategy"]
+    # the strategy keeps a reference to the router's defaults, so these must stay too
+    for name in ("async_get_available_deployment", "get_available_deployment"):
+        assert hasattr(Router, name), name
