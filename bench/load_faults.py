@@ -5,7 +5,7 @@
 One fake provider (its own process) and one `litellm --config config/demo.yaml` proxy with the
 plugin. Several projects, each with two flaky OpenAI keys and one flaky Anthropic key (429, 500,
 connection resets, slow answers; labels encode the project), pooled fallback except every third
-project (byok_only). Requests spread over gpt-4o-mini, gpt-4o and claude-3-5-haiku, each with a
+project (byok_only). Requests spread over gpt-4o-mini, gpt-4o and claude-haiku-4-5, each with a
 unique marker in its prompt, `Cache-Control: no-store, no-cache` (every request reaches a
 provider).
 
@@ -61,6 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--concurrency", type=int, default=50)
     ap.add_argument("--projects", type=int, default=6)
     ap.add_argument("--latency-ms", type=float, default=5.0, help="fake provider latency of successful calls")
+    ap.add_argument("--key-cooldown", type=float, default=2.0,
+                    help="ADAPTIVE_KEY_COOLDOWN_SECONDS (default 30 s would park most flaky keys for the whole run)")
     ap.add_argument("--quick", action="store_true", help="300 requests at concurrency 20")
     ap.add_argument("--write", action="store_true", help="write the Load with faults section of bench/RESULTS.md")
     ap.add_argument("--keep", action="store_true", help="keep the temporary state directory")
@@ -74,7 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     keys = {**POOLED_KEYS, **fault_keys}
     load_before = machine_note()
     with FakeProviderProcess(keys, latency_ms=args.latency_ms, workdir=work) as fake:
-        env = proxy_env(fake.base_url, work / "state", ADAPTIVE_LEDGER_FLUSH_SECONDS="0.2")
+        env = proxy_env(fake.base_url, work / "state", ADAPTIVE_LEDGER_FLUSH_SECONDS="0.2",
+                        ADAPTIVE_KEY_COOLDOWN_SECONDS=str(args.key_cooldown))
         with ProxyProcess(demo_config(), env=env, log_path=work / "proxy.log") as proxy:
             admin = Admin(proxy.base_url)
             for p in projects:
@@ -110,11 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.write:
         flaky = ", ".join(f"{k}={v}" for k, v in fault_keys[next(iter(fault_keys))].items() if k.startswith(("p_", "delay")))
         body = f"""`python bench/load_faults.py{' --quick' if args.quick else ''} --write` ({load_before} at the start).
-One proxy (1 worker, plugin on, SQLite), the fake provider in its own process ({args.latency_ms:g} ms per
+One proxy (1 worker, plugin on, SQLite, `ADAPTIVE_KEY_COOLDOWN_SECONDS={args.key_cooldown:g}`), the fake provider in its own process ({args.latency_ms:g} ms per
 successful call). {len(projects)} projects, each with two OpenAI keys and one Anthropic key, all flaky
 ({flaky}; the second OpenAI key p_429=0.10), labels encoding the project; every third project is
 `byok_only`, the others fall back to the pooled keys. {args.requests} requests at concurrency
-{args.concurrency}, models gpt-4o-mini / gpt-4o / claude-3-5-haiku, each prompt carrying a unique
+{args.concurrency}, models gpt-4o-mini / gpt-4o / claude-haiku-4-5, each prompt carrying a unique
 marker, `Cache-Control: no-store, no-cache`. {summary}.
 
 {report.table()}

@@ -36,7 +36,7 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("auto", "A train leaves at 3:40 pm and travels 210 km at 84 km/h, then 95 km at 76 km/h. "
              "Step by step, at what time does it arrive?", {"cost_bias": 0.9}),
     ("gpt-4o-mini", "Summarise the plot of Hamlet in two sentences.", {}),
-    ("claude-3-5-haiku", "Translate 'good morning' into French.", {"stream": True}),
+    ("claude-haiku-4-5", "Translate 'good morning' into French.", {"stream": True}),
 ]
 
 

@@ -65,7 +65,7 @@ from adaptive_plugin.devtools._fake_payloads import (
 __all__ = ["DEFAULT_MODELS", "FakeProvider", "KeySpec", "main"]
 
 #: Model ids listed by `GET /v1/models` unless `models=` is given. Any model name is served.
-DEFAULT_MODELS: Final = ("gpt-4o-mini", "gpt-4o", "claude-3-5-haiku-20241022", "claude-3-5-sonnet-20241022")
+DEFAULT_MODELS: Final = ("gpt-4o-mini", "gpt-4o", "claude-haiku-4-5", "claude-sonnet-4-5")
 _HOST: Final = "127.0.0.1"
 _MAX_BODY: Final = 64 * 1024 * 1024
 _DEFAULT_RETRY_AFTER: Final = 1

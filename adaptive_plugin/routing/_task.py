@@ -30,6 +30,11 @@ CODE_TOKEN_RE: Final = re.compile(
     r"\bpublic (static )?(void|class|int)\b|=>|\bconsole\.log\(|\bprint\(|\breturn\b[^.\n]{0,40};|\bSELECT\b[^;\n]{1,200}?\bFROM\b|"
     r"\bfor\s*\([^)\n]{0,80};|\bstd::|\$\(|</?(div|span|html|body)\b",
 )
+CODE_SURE_RE: Final = re.compile(
+    r"\bdef \w+\([^)\n]*\)\s*(->[^:\n]+)?:|#include\s*<|\bconsole\.log\(|\bfunction \w+\s*\([^)\n]*\)\s*\{|"
+    r"\bpublic static void main\b|\bfn \w+\([^)\n]*\)\s*(->|\{)"
+)
+"""Constructs that are code on their own, whatever the surrounding words."""
 CODE_WORD_RE: Final = re.compile(
     r"\b(python|javascript|typescript|java|c\+\+|c#|golang|rust|sql|regex|bash|shell script|html|css|json|yaml|api|"
     r"function|algorithm|code|program|script|compile|debug|bug|stack trace|exception|class|method|variable|array|"
@@ -85,9 +90,9 @@ GREETING_RE: Final = re.compile(
 )
 
 
-SCAN_HEAD: Final = 1500
-SCAN_TAIL: Final = 500
-"""Pattern features read the first 1500 and last 500 characters: bounded cost on long prompts."""
+SCAN_HEAD: Final = 1000
+SCAN_TAIL: Final = 300
+"""Pattern features read the first 1000 and last 300 characters: bounded cost on long prompts."""
 
 
 def scan_window(text: str) -> str:
@@ -108,7 +113,9 @@ def detect_task_type(text: str) -> str:
     text = scan_window(text)
     if not text.strip():
         return CHAT
-    if CODE_FENCE_RE.search(text) or (CODE_TOKEN_RE.search(text) and CODE_WORD_RE.search(text)):
+    if CODE_FENCE_RE.search(text) or CODE_SURE_RE.search(text):
+        return CODE
+    if CODE_TOKEN_RE.search(text) and CODE_WORD_RE.search(text):
         return CODE
     if CODE_ASK_RE.search(text) or len(CODE_TOKEN_RE.findall(text)) >= 2:
         return CODE

@@ -32,6 +32,30 @@ DEFAULT_DATA = Path("../shared/data")
 ALPHA_FULL = 300.0
 ALPHA_FEATURES = 300.0
 N_KNOTS = 101
+BLEND = 1.0
+"""Weight of the learned ranking against the prior, both scaled to unit spread on the training rows."""
+PRIOR_WEIGHTS: dict[str, float] = {
+    "log_query_chars": 1.0,
+    "log_turns": 0.3,
+    "code_tokens": 0.6,
+    "code_fences": 0.3,
+    "code_words": 0.3,
+    "code_ask": 0.3,
+    "latex": 0.4,
+    "equations": 0.4,
+    "math_words": 0.3,
+    "reasoning_words": 0.4,
+    "list_items": 0.3,
+    "constraints": 0.3,
+    "compound": 0.6,
+    "questions": 0.2,
+    "greeting": -0.5,
+    "short_query": -0.3,
+}
+"""Hand-set difficulty prior on the handcrafted features: longer, code, math, multi-step and
+compound prompts need more. The labels alone disagree across sources (AlpacaEval: the strong
+model wins nearly everything, chit-chat included; MMLU high-school maths: the weak model wins
+more often), so the learned ranking is added to this prior instead of replacing it."""
 CATEGORY_FOLDS = 8
 
 
@@ -130,9 +154,25 @@ def fit_ridge(x: np.ndarray, y: np.ndarray, *, alpha: float, weights: np.ndarray
     return coef, y_mean - float(mean @ coef)
 
 
+def prior_vector(width: int) -> np.ndarray:
+    """`PRIOR_WEIGHTS` laid out over the last `len(FEATURE_NAMES)` of `width` inputs."""
+    vec = np.zeros(width)
+    offset = width - len(FEATURE_NAMES)
+    for name, weight in PRIOR_WEIGHTS.items():
+        vec[offset + FEATURE_NAMES.index(name)] = weight
+    return vec
+
+
 def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, alpha: float) -> LinearHead:
-    """Fit a ridge head (categories weighted equally) and its quantile calibration."""
-    coef, bias = fit_ridge(x, y, alpha=alpha, weights=balanced_weights(groups))
+    """Fit a ridge head (categories weighted equally), blend it with the prior, calibrate.
+
+    Both parts are linear, so the blend `prior / sd(prior) + BLEND * learned / sd(learned)`
+    folds into one weight vector: no extra cost at request time.
+    """
+    learned, _ = fit_ridge(x, y, alpha=alpha, weights=balanced_weights(groups))
+    prior = prior_vector(x.shape[1])
+    coef = prior / ((x @ prior).std() + 1e-9) + BLEND * learned / ((x @ learned).std() + 1e-9)
+    bias = 0.0
     raw = x @ coef + bias
     knots = np.quantile(raw, np.linspace(0.0, 1.0, N_KNOTS))
     knots = knots + np.arange(N_KNOTS) * 1e-9  # strictly increasing for np.interp
@@ -209,6 +249,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "alpha_full": ALPHA_FULL,
         "alpha_features": ALPHA_FEATURES,
         "weights": "each category equal",
+        "blend": BLEND,
+        "prior": PRIOR_WEIGHTS,
     }
     if not args.no_cv:
         for scheme in ("source", "category"):

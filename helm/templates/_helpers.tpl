@@ -201,6 +201,11 @@ why, and what to set instead. Included from every template that depends on them.
 {{- end }}
 - name: LITELLM_LOCAL_MODEL_COST_MAP
   value: "True"
+{{- /* move to a project's next key without LiteLLM's back-off sleep (it retries with another key) */}}
+- name: INITIAL_RETRY_DELAY
+  value: "0.05"
+- name: JITTER
+  value: "0.05"
 - name: HOME
   value: /tmp
 - name: XDG_CACHE_HOME

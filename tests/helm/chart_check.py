@@ -376,7 +376,7 @@ def check_inline_postgres(docs: list[dict]) -> None:
     cfg = yaml.safe_load(next(d for d in _one(docs, "ConfigMap") if "proxy.yaml" in d["data"])["data"]["proxy.yaml"])
     rs = cfg["router_settings"]
     _require(rs.get("redis_host") == "os.environ/REDIS_HOST" and rs.get("redis_password") == "os.environ/REDIS_PASSWORD"
-             and rs.get("num_retries") == 2, f"router_settings: {rs}")
+             and rs.get("num_retries") == 3 and "retry_policy" in rs, f"router_settings: {rs}")
 
 
 def check_sqlite_pvc(docs: list[dict]) -> None:

@@ -74,7 +74,7 @@ def test_cache_hit_is_half_the_overhead_and_no_model_cost(gateway: Gateway) -> N
     assert rows["hit-exact"]["key_source"] == "cache"
 
 
-@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-3-5-haiku"])
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "claude-haiku-4-5"])
 def test_prompt_cached_input_tokens_carry_no_overhead(gateway: Gateway, model: str) -> None:
     provider = "openai" if model.startswith("gpt") else "anthropic"
     project = gateway.project(keys=[(provider, byok_key(f"prompt-cache-{provider}", provider=provider), 1)])

@@ -93,7 +93,7 @@ def test_key_is_never_sent_to_another_provider(gateway: Gateway) -> None:
     openai_key = byok_key("openai-only")
     project = gateway.project(keys=[("openai", openai_key, 1)])
     mark = gateway.mark()
-    chat(gateway.client(project.api_key), "anthropic please", model="claude-3-5-haiku", extra_headers=NO_STORE)
+    chat(gateway.client(project.api_key), "anthropic please", model="claude-haiku-4-5", extra_headers=NO_STORE)
     calls = gateway.calls_since(mark)
     assert [(c["provider"], c["key_label"]) for c in calls] == [("anthropic", "pooled-anthropic")]
 

@@ -24,12 +24,12 @@ def test_streamed_completion_is_a_proper_sse_stream(gateway: Gateway) -> None:
     client = gateway.client(project.api_key)
     mark = gateway.mark()
     stream = client.chat.completions.create(
-        model="claude-3-5-haiku", stream=True, stream_options={"include_usage": True},
+        model="claude-haiku-4-5", stream=True, stream_options={"include_usage": True},
         messages=[{"role": "user", "content": "Stream me a short answer. run-s1"}],
     )
     chunks = list(stream)
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
-    assert "run-s1" in text and text.startswith("[claude-3-5-haiku")
+    assert "run-s1" in text and text.startswith("[claude-haiku-4-5")
     usage = [c.usage for c in chunks if c.usage is not None]
     assert usage and usage[-1].completion_tokens > 0
     assert [c["key_label"] for c in gateway.calls_since(mark)] == ["pooled-anthropic"]
