@@ -126,7 +126,10 @@ def run(*, port: int = 4000, once: bool = False, state_dir: Path = Path(".adapti
         print(_table(rows))
         print("\nThe fake provider saw these calls (key labels, never keys):")
         for call in fake.calls():
-            print(f"  {call['provider']:9} {call['model']:28} key={call['key_label']:22} status={call['status']}")
+            if not call.get("model"):
+                continue  # LiteLLM's own model-list probes
+            print(f"  {call.get('provider')!s:9} {call.get('model')!s:28} key={call.get('key_label')!s:22} "
+                  f"status={call.get('status')}")
         time.sleep(1.0)  # the ledger writes in batches
         with httpx.Client(base_url=proxy.base_url, headers={"Authorization": f"Bearer {master}"}) as c:
             totals = _admin(c, "GET", "/adaptive/usage", params={"group_by": "key_source,cache"})

@@ -1,0 +1,339 @@
+"""What the plugin costs per request: bare LiteLLM vs. LiteLLM with the plugin, same fake provider.
+
+    python bench/overhead.py [--requests 300] [--levels 1,16,64] [--latencies 0,50] [--quick] [--write]
+                             [--profile FILE.svg]
+
+For each fake-provider latency (a fixed sleep per successful call, provider in its own process)
+it starts, one at a time, `litellm --config` proxies with one worker:
+
+  (a)  bare LiteLLM: config/demo.yaml minus the plugin callback, custom_auth and our retry
+       policy (prometheus callback kept), master-key auth, pooled key;
+  (b)  the plugin on: a project API key, a BYOK key, every prompt unique (cache miss: lookup,
+       then the answer is stored);
+  (b') the same with ADAPTIVE_CACHE_ENABLED=false and ADAPTIVE_ROUTING_USE_EMBEDDING=false;
+  (b-auto) `model: "auto"` on (b), when the router answers (skipped with its error otherwise);
+  (c)  the cache-hit path on (b): one prompt, stored by a warm-up request, then repeated.
+
+At every concurrency level the same number of requests (after a warm-up of `--warmup`) is sent
+by an aiohttp client whose connection pool matches the concurrency. Printed: p50/p95/p99
+latency, throughput, the ratios (b)/(a) and the differences in ms, the local embedding time
+(p50, measured in this process on the same kind of prompts), the proxy's own
+adaptive_cache_lookup_seconds / adaptive_plugin_latency_seconds means, and the targets.
+`--write` replaces the `## Overhead` section of bench/RESULTS.md. `--profile` runs py-spy on
+the (b) proxy during its highest-concurrency level (latency 0) and writes a flame graph.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench._common import (  # noqa: E402
+    MASTER_KEY,
+    POOLED_KEYS,
+    Admin,
+    FakeProviderProcess,
+    Stats,
+    bare_config,
+    loadavg,
+    machine_note,
+    new_tempdir,
+    proxy_env,
+    run_load,
+    write_section,
+)
+from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config  # noqa: E402
+
+MODEL = "gpt-4o-mini"
+BYOK = "sk-ope-byok-bench-" + "5e4d3c2b1a0f"
+KEYS = {**POOLED_KEYS, BYOK: {"label": "bench-byok", "behaviour": "ok", "provider": "openai"}}
+TOPICS = ("the tides", "photosynthesis", "compound interest", "TCP slow start", "the French revolution",
+          "sourdough bread", "black holes", "the Krebs cycle", "binary search", "monsoon rains")
+
+
+def prompt(tag: str, i: int) -> str:
+    """Unique, realistic-length prompts (a cache miss every time)."""
+    return f"Request {tag}-{i}: in two sentences, explain {TOPICS[i % len(TOPICS)]} to a curious {10 + i % 60}-year-old."
+
+
+@dataclass
+class Row:
+    latency_ms: float
+    variant: str
+    concurrency: int
+    stats: Stats
+    errors: int
+    load: float
+
+
+def chat_factory(api_key: str, tag: str, *, model: str = MODEL, fixed: str | None = None):
+    headers = {"Authorization": f"Bearer {api_key}"}
+
+    def make(i: int) -> tuple[dict[str, str], dict[str, Any]]:
+        content = fixed if fixed is not None else prompt(tag, i)
+        return headers, {"model": model, "max_tokens": 64, "messages": [{"role": "user", "content": content}]}
+
+    return make
+
+
+def measure(url: str, make, *, n: int, concurrency: int, warmup: int, deadline_s: float) -> tuple[Stats, int, float]:
+    la = loadavg()
+    if warmup:
+        asyncio.run(run_load(url, make, n=warmup, concurrency=concurrency, start=10_000_000, keep_body=False,
+                             deadline_s=deadline_s))
+    results, wall = asyncio.run(run_load(url, make, n=n, concurrency=concurrency, keep_body=False,
+                                         deadline_s=deadline_s))
+    errors = sum(r.status != 200 for r in results)
+    if errors:
+        first = next(r for r in results if r.status != 200)
+        print(f"    {errors} errors, e.g. {first.status} {first.error or str(first.body)[:200]}", flush=True)
+    return Stats.of(results, wall), errors, max(la, loadavg())
+
+
+def histogram_means(metrics_text: str) -> dict[str, float]:
+    """Mean (ms) of the plugin's latency histograms on /metrics."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        m = re.match(r'^(adaptive_cache_lookup_seconds|adaptive_plugin_latency_seconds)_(sum|count)(\{[^}]*\})? ([0-9.e+-]+)$',
+                     line)
+        if m:
+            name = m[1] + (m[3] or "")
+            (sums if m[2] == "sum" else counts)[name] = float(m[4])
+    return {k: 1000 * sums[k] / counts[k] for k in sums if counts.get(k)}
+
+
+def embed_p50(n: int = 200) -> tuple[float, float]:
+    """p50 / p95 ms of one local embedding of a bench prompt, in this process (nothing else running)."""
+    from adaptive_plugin.embedding import Embedder, default_model_dir
+
+    emb = Embedder.from_directory(default_model_dir())
+    for i in range(10):
+        emb.embed_one(prompt("warm", i))
+    times = []
+    for i in range(n):
+        t0 = time.perf_counter()
+        emb.embed_one(prompt("emb", i))
+        times.append((time.perf_counter() - t0) * 1000)
+    times.sort()
+    return statistics.median(times), times[int(0.95 * len(times)) - 1]
+
+
+class Profiler:
+    def __init__(self, pid: int, out: Path, seconds: float) -> None:
+        exe = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+        self.out = out
+        self.proc = subprocess.Popen([exe, "record", "-p", str(pid), "-o", str(out), "-d", str(int(seconds)),
+                                      "-r", "200", "--nonblocking"] + (["-f", "raw"] if out.suffix == ".txt" else []),
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+    def wait(self) -> None:
+        try:
+            self.proc.wait(120)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)
+
+
+def run_variant(variant: str, latency: float, fake: FakeProviderProcess, work: Path, args: argparse.Namespace,
+                rows: list[Row], notes: dict[str, Any]) -> None:
+    state = work / f"state-{variant}-{latency:g}"
+    extra: dict[str, str] = {}
+    if variant == "b'":
+        extra = {"ADAPTIVE_CACHE_ENABLED": "false", "ADAPTIVE_ROUTING_USE_EMBEDDING": "false"}
+    config = bare_config(work) if variant == "a" else demo_config()
+    env = proxy_env(fake.base_url, state, **extra)
+    with ProxyProcess(config, env=env, log_path=work / f"proxy-{variant}-{latency:g}.log") as proxy:
+        url = f"{proxy.base_url}/v1/chat/completions"
+        if variant == "a":
+            api_key = MASTER_KEY
+        else:
+            admin = Admin(proxy.base_url)
+            api_key = admin.project(f"bench-{secrets.token_hex(3)}", keys=[("openai", BYOK, 1)])["api_key"]
+        tag = f"{variant}{latency:g}-{secrets.token_hex(2)}"
+        for conc in args.levels:
+            profiler = None
+            if args.profile and variant == "b" and latency == args.latencies[0] and conc == max(args.levels):
+                profiler = Profiler(proxy.proc.pid, Path(args.profile), max(5.0, args.requests / 60))  # type: ignore[union-attr]
+            stats, errors, la = measure(url, chat_factory(api_key, f"{tag}-{conc}"), n=args.requests, concurrency=conc,
+                                        warmup=args.warmup, deadline_s=args.deadline)
+            if profiler is not None:
+                profiler.wait()
+            rows.append(Row(latency, variant, conc, stats, errors, la))
+            print(f"  ({variant}) latency {latency:g} ms, c={conc}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
+                  f"p99 {stats.p99_ms:.2f} ms, {stats.rps:.0f} req/s, errors {errors}, load {la:.1f}", flush=True)
+        if variant != "b":
+            return
+        notes.setdefault("metrics", {})[latency] = histogram_means(httpx.get(f"{proxy.base_url}/metrics/", timeout=30).text)
+        # (b-auto): only if the router answers
+        probe = httpx.post(url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30,
+                           json={"model": "auto", "messages": [{"role": "user", "content": prompt("probe", 0)}]})
+        if probe.status_code == 200:
+            for conc in args.levels:
+                stats, errors, la = measure(url, chat_factory(api_key, f"auto{tag}-{conc}", model="auto"),
+                                            n=args.requests, concurrency=conc, warmup=args.warmup, deadline_s=args.deadline)
+                rows.append(Row(latency, "b-auto", conc, stats, errors, la))
+                print(f"  (b-auto) latency {latency:g} ms, c={conc}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} ms, "
+                      f"{stats.rps:.0f} req/s", flush=True)
+        else:
+            notes["auto_skipped"] = f"{probe.status_code} {probe.text[:160]}"
+            print(f"  (b-auto) skipped: model auto answered {notes['auto_skipped']}", flush=True)
+        if latency != args.latencies[-1]:
+            return
+        # (c): the cache-hit path, one prompt stored by a warm-up request
+        fixed = prompt(f"hit-{tag}", 0)
+        make = chat_factory(api_key, tag, fixed=fixed)
+        first = httpx.post(url, headers=make(0)[0], json=make(0)[1], timeout=30)
+        first.raise_for_status()
+        time.sleep(1.5)  # LiteLLM stores the answer in a background task
+        check = httpx.post(url, headers=make(0)[0], json=make(0)[1], timeout=30)
+        notes["hit_header"] = check.headers.get("x-adaptive-cache")
+        for conc in args.levels:
+            stats, errors, la = measure(url, make, n=args.requests, concurrency=conc, warmup=args.warmup,
+                                        deadline_s=args.deadline)
+            rows.append(Row(latency, "c", conc, stats, errors, la))
+            print(f"  (c) cache hit, c={conc}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} p99 {stats.p99_ms:.2f} ms, "
+                  f"{stats.rps:.0f} req/s ({notes['hit_header']})", flush=True)
+
+
+def find(rows: list[Row], latency: float, variant: str, conc: int) -> Row | None:
+    return next((r for r in rows if r.latency_ms == latency and r.variant == variant and r.concurrency == conc), None)
+
+
+def tables(rows: list[Row], args: argparse.Namespace) -> str:
+    out = ["| provider latency | variant | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors | load avg |",
+           "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lat = "-" if r.variant == "c" else f"{r.latency_ms:g} ms"
+        s = r.stats
+        out.append(f"| {lat} | ({r.variant}) | {r.concurrency} | {s.p50_ms:.2f} | {s.p95_ms:.2f} | {s.p99_ms:.2f} | "
+                   f"{s.rps:.0f} | {r.errors} | {r.load:.1f} |")
+    out += ["", "Plugin vs. bare, same provider latency and concurrency (difference in ms; ratio of throughput):", "",
+            "| provider latency | concurrency | variant | Δp50 ms | Δp95 ms | Δp99 ms | p50 ratio | req/s ratio |",
+            "|---|---|---|---|---|---|---|---|"]
+    for lat in args.latencies:
+        for conc in args.levels:
+            a = find(rows, lat, "a", conc)
+            for v in ("b", "b'", "b-auto"):
+                b = find(rows, lat, v, conc)
+                if a is None or b is None:
+                    continue
+                out.append(f"| {lat:g} ms | {conc} | ({v}) | {b.stats.p50_ms - a.stats.p50_ms:+.2f} | "
+                           f"{b.stats.p95_ms - a.stats.p95_ms:+.2f} | {b.stats.p99_ms - a.stats.p99_ms:+.2f} | "
+                           f"{b.stats.p50_ms / a.stats.p50_ms:.3f} | {b.stats.rps / a.stats.rps:.3f} |")
+    return "\n".join(out)
+
+
+def verdicts(rows: list[Row], args: argparse.Namespace, emb: float) -> list[tuple[str, str, bool | None]]:
+    out: list[tuple[str, str, bool | None]] = []
+    lat0 = args.latencies[0]
+    a1, b1, bp1 = find(rows, lat0, "a", 1), find(rows, lat0, "b", 1), find(rows, lat0, "b'", 1)
+    if a1 and bp1:
+        d50 = bp1.stats.p50_ms - a1.stats.p50_ms
+        d95 = bp1.stats.p95_ms - a1.stats.p95_ms
+        out.append(("(b') adds < 1 ms at p50 (c=1)", f"{d50:+.2f} ms", d50 < 1))
+        out.append(("(b') adds < 3 ms at p95 (c=1)", f"{d95:+.2f} ms", d95 < 3))
+    if a1 and b1:
+        d50 = b1.stats.p50_ms - a1.stats.p50_ms
+        out.append(("local embedding < 5 ms p50", f"{emb:.2f} ms", emb < 5))
+        out.append(("(b) adds <= one embedding + 1 ms at p50 (c=1)", f"{d50:+.2f} ms vs {emb + 1:.2f} ms", d50 <= emb + 1))
+    for lat in args.latencies:
+        a16, bp16 = find(rows, lat, "a", 16), find(rows, lat, "b'", 16)
+        if a16 and bp16:
+            ratio = bp16.stats.rps / a16.stats.rps
+            out.append((f"(b') throughput at c=16 >= 0.9x bare ({lat:g} ms provider)", f"{ratio:.3f}x", ratio >= 0.9))
+    for conc in args.levels:
+        a, c = find(rows, lat0, "a", conc), find(rows, args.latencies[-1], "c", conc)
+        if a and c:
+            out.append((f"cache hit faster than bare's fastest provider call (c={conc}, p50)",
+                        f"{c.stats.p50_ms:.2f} vs {a.stats.p50_ms:.2f} ms", c.stats.p50_ms < a.stats.p50_ms))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--requests", type=int, default=300, help="measured requests per variant and level")
+    ap.add_argument("--warmup", type=int, default=30, help="unmeasured requests before each level")
+    ap.add_argument("--levels", default="1,16,64", help="concurrency levels")
+    ap.add_argument("--latencies", default="0,50", help="fake provider latencies, ms")
+    ap.add_argument("--variants", default="a,b',b", help="which of a, b', b to run ((c) and (b-auto) ride on b)")
+    ap.add_argument("--deadline", type=float, default=120.0, help="wall-clock bound per level, seconds")
+    ap.add_argument("--quick", action="store_true", help="100 requests, warm-up 10, levels 1,16, latency 0")
+    ap.add_argument("--write", action="store_true", help="write the Overhead section of bench/RESULTS.md")
+    ap.add_argument("--profile", default=None, help="py-spy flame graph (.svg) or raw stacks (.txt) of (b)")
+    args = ap.parse_args(argv)
+    if args.quick:
+        args.requests, args.warmup, args.levels, args.latencies = 100, 10, "1,16", "0"
+    args.levels = [int(x) for x in str(args.levels).split(",")]
+    args.latencies = [float(x) for x in str(args.latencies).split(",")]
+    variants = [v.strip() for v in args.variants.split(",")]
+
+    started = time.monotonic()
+    note_start = machine_note()
+    emb, emb95 = embed_p50()
+    print(f"{note_start}\nlocal embedding of one bench prompt: p50 {emb:.2f} ms, p95 {emb95:.2f} ms", flush=True)
+    work = new_tempdir("adaptive-bench-overhead-")
+    rows: list[Row] = []
+    notes: dict[str, Any] = {}
+    try:
+        for latency in args.latencies:
+            with FakeProviderProcess(KEYS, latency_ms=latency, workdir=work) as fake:
+                for variant in variants:
+                    run_variant(variant, latency, fake, work, args, rows, notes)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    elapsed = time.monotonic() - started
+    note_end = machine_note()
+
+    table = tables(rows, args)
+    checks = verdicts(rows, args, emb)
+    check_lines = ["| target | measured | verdict |", "|---|---|---|"] + [
+        f"| {name} | {value} | {'PASS' if ok else 'FAIL' if ok is not None else '-'} |" for name, value, ok in checks]
+    metrics_lines = []
+    for lat, means in notes.get("metrics", {}).items():
+        shown = ", ".join(f"{k.replace('adaptive_', '')} {v:.2f} ms" for k, v in sorted(means.items()))
+        metrics_lines.append(f"- (b) proxy at {lat:g} ms provider latency, histogram means over the whole run: {shown}")
+    auto = notes.get("auto_skipped")
+    print("\n" + table + "\n\n" + "\n".join(check_lines))
+    print("\n".join(metrics_lines))
+    if auto:
+        print(f"(b-auto) skipped: {auto}")
+    print(f"elapsed {elapsed:.0f} s; {note_end}")
+    if args.write:
+        body = f"""`python bench/overhead.py{' --quick' if args.quick else ''} --write`: {args.requests} measured requests per
+variant and concurrency level after {args.warmup} warm-up requests, aiohttp client with a pool sized to the
+concurrency, one proxy worker, the fake provider in its own process, {elapsed:.0f} s in all.
+Machine: {note_start} at the start; {note_end.split('load average ')[-1]} at the end (other jobs were running:
+the per-row load average is the 1-minute figure). (a) bare LiteLLM (demo config minus the plugin callback,
+custom_auth and retry policy; master key); (b) plugin on, project key, BYOK key, unique prompts (cache miss,
+answer stored); (b') plugin with `ADAPTIVE_CACHE_ENABLED=false ADAPTIVE_ROUTING_USE_EMBEDDING=false`; (c) cache
+hit on (b) (`x-adaptive-cache: {notes.get('hit_header')}`). Model `{MODEL}`, `max_tokens` 64.
+Local embedding of one prompt (this process, idle proxy): p50 {emb:.2f} ms, p95 {emb95:.2f} ms.
+
+{table}
+
+{chr(10).join(metrics_lines)}
+{f'- (b-auto) skipped: `model: "auto"` answered {auto}' if auto else ''}
+
+{chr(10).join(check_lines)}
+"""
+        write_section("Overhead", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
