@@ -38,6 +38,7 @@ class PluginContext:
     cache: Any | None  # adaptive_plugin.cache.SemanticCache
     principals: SyncedCache[str, Principal]
     started_at: float = field(default_factory=time.time)
+    closed: bool = False
 
     @classmethod
     def build(cls, settings: Settings, *, with_embedder: bool = True) -> PluginContext:
@@ -86,7 +87,10 @@ class PluginContext:
         )
 
     def close(self) -> None:
-        """Write queued ledger rows and persist the cache index (clean shutdown)."""
+        """Write queued ledger rows and persist the cache index (clean shutdown). Idempotent."""
+        if self.closed:
+            return
+        self.closed = True
         self.ledger.close()
         if self.cache is not None and hasattr(self.cache, "close"):
             self.cache.close()

@@ -17,6 +17,7 @@ Each hook translates LiteLLM's arguments, calls one capability, and translates b
 from __future__ import annotations
 
 import asyncio
+import atexit
 import logging
 import time
 from typing import Any
@@ -140,7 +141,7 @@ class AdaptiveHooks(CustomLogger):
         own = {name: data.pop(name) for name in _REQUEST_FIELDS if name in data}
         state.requested_model = str(data.get("model") or "")
         try:
-            if str(call_type) in CHAT_CALL_TYPES or str(call_type).endswith("completion"):
+            if str(getattr(call_type, "value", call_type)) in CHAT_CALL_TYPES:
                 await self._prepare_chat(state, data, own)
             else:
                 self._check_allowed(principal, state.requested_model)
@@ -363,7 +364,10 @@ def _drop_retry_after(exc: Exception) -> None:
 
 def build() -> AdaptiveHooks:
     """Build the plugin from the environment; raises on any bad setting (start-up fails)."""
-    hooks_obj = AdaptiveHooks(PluginContext.build(Settings.from_env()))
+    context = PluginContext.build(Settings.from_env())
+    # a clean shutdown (SIGTERM to the proxy or a worker) writes every queued ledger row
+    atexit.register(context.close)
+    hooks_obj = AdaptiveHooks(context)
     hooks_obj.install()
     return hooks_obj
 
