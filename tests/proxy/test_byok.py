@@ -7,7 +7,7 @@ import time
 import openai
 import pytest
 
-from tests.proxy.gateway import Gateway, byok_key, chat
+from tests.proxy.gateway import FAKE_KEYS, Gateway, byok_key, chat
 
 NO_STORE = {"Cache-Control": "no-store, no-cache"}
 
@@ -129,3 +129,35 @@ def test_admin_api_needs_the_master_key_and_validates_input(gateway: Gateway) ->
     project = gateway.project(plan="team")
     r = gateway.admin("POST", f"/adaptive/projects/{project.id}/provider-keys", json={"environment": "moon", "provider": "openai", "api_key": "sk-abcdefgh"})
     assert r.status_code == 422 and "environment" in r.text
+
+
+@pytest.mark.parametrize("model,provider", [("gpt-4o-mini", "openai"), ("claude-haiku-4-5", "anthropic")])
+def test_streamed_request_falls_back_to_the_next_key(gateway: Gateway, model: str, provider: str) -> None:
+    bad = byok_key(f"stream-429-{provider}", "429", provider=provider, retry_after=30)
+    good = byok_key(f"stream-ok-{provider}", provider=provider)
+    project = gateway.project(keys=[(provider, bad, 1), (provider, good, 2)])
+    mark = gateway.mark()
+    stream = gateway.client(project.api_key).chat.completions.create(
+        model=model, stream=True, messages=[{"role": "user", "content": f"stream fallback {provider}"}],
+        extra_headers=NO_STORE)
+    text = "".join(c.choices[0].delta.content or "" for c in stream if c.choices)
+    assert f"stream fallback {provider}" in text
+    assert [c["key_label"] for c in gateway.calls_since(mark)] == [f"stream-429-{provider}", f"stream-ok-{provider}"]
+
+
+def test_key_over_its_rate_limit_or_spending_cap_is_skipped(gateway: Gateway) -> None:
+    project = gateway.project(keys=[])
+    for label, priority, extra in (("rpm-limited", 1, {"rpm_limit": 1}),
+                                   ("spend-capped", 2, {"spend_cap_usd": "0.000001", "spend_cap_period": "day"}),
+                                   ("cap-backup", 3, {})):
+        gateway.admin("POST", f"/adaptive/projects/{project.id}/provider-keys", expect=201, json={
+            "environment": "production", "provider": "openai", "api_key": byok_key(label), "priority": priority, **extra})
+    gateway.fake.set_keys(FAKE_KEYS)
+    client = gateway.client(project.api_key)
+    mark = gateway.mark()
+    chat(client, "first #tokens=1000,1000", extra_headers=NO_STORE)      # the rpm-limited key (1/min) answers
+    chat(client, "second #tokens=1000,1000", extra_headers=NO_STORE)     # over its rpm: the capped key answers, spends
+    time.sleep(1.5)                                                       # ledger flush + spend refresh
+    chat(client, "third #tokens=1000,1000", extra_headers=NO_STORE)      # over rpm and over cap: the backup
+    labels = [c["key_label"] for c in gateway.calls_since(mark)]
+    assert labels == ["rpm-limited", "spend-capped", "cap-backup"]
