@@ -39,6 +39,13 @@ class SyncedCache(Generic[K, V]):
                     del self._values[k]
         return value
 
+    def peek(self, key: K) -> V | None:
+        """The cached value if it is still fresh, without loading (for the event loop)."""
+        hit = self._values.get(key)
+        if hit is not None and self._clock() - hit[0] < self._max_age:
+            return hit[1]
+        return None
+
     def invalidate(self, key: K | None = None) -> None:
         with self._lock:
             if key is None:

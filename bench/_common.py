@@ -242,13 +242,15 @@ RequestFactory = Callable[[int], tuple[dict[str, str], dict[str, Any]]]
 
 
 async def run_load(url: str, make: RequestFactory, *, n: int, concurrency: int, timeout_s: float = 60.0,
-                   deadline_s: float = 600.0, start: int = 0, keep_body: bool = True) -> tuple[list[Result], float]:
+                   deadline_s: float = 600.0, start: int = 0, keep_body: bool = True,
+                   results: list[Result] | None = None) -> tuple[list[Result], float]:
     """Send requests `start .. start+n-1` with `concurrency` workers; returns (results, wall seconds).
 
     Bounded in count (n) and time (`deadline_s` for the whole run, `timeout_s` per request).
+    Pass `results` to watch progress from another thread (results are appended as they finish).
     """
     connector = aiohttp.TCPConnector(limit=concurrency, limit_per_host=concurrency, force_close=False)
-    results: list[Result] = []
+    results = [] if results is None else results
     counter = iter(range(start, start + n))
     stop_at = time.monotonic() + deadline_s
 

@@ -111,7 +111,9 @@ class AdaptiveHooks(CustomLogger):
     # -- auth ------------------------------------------------------------------------------
 
     async def authenticate(self, token: str) -> Principal:
-        principal = await asyncio.to_thread(self.ctx.principals.get, token)
+        principal = self.ctx.principals.peek(token)
+        if principal is None:
+            principal = await asyncio.to_thread(self.ctx.principals.get, token)
         self._principals_by_key_id[principal.api_key_id] = principal
         return principal
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 from adaptive_plugin.embedding._embedder import Embedder, default_model_dir
 from adaptive_plugin.embedding._fetch import MODEL_FILES, fetch_model, verify_model_dir
-from adaptive_plugin.embedding._text import content_text, query_text
+from adaptive_plugin.embedding._text import EMBED_MAX_CHARS, content_text, embedding_text, query_text
 
 __all__ = [
+    "EMBED_MAX_CHARS",
     "MODEL_FILES",
     "Embedder",
     "content_text",
     "default_model_dir",
+    "embedding_text",
     "fetch_model",
     "query_text",
     "verify_model_dir",
