@@ -49,9 +49,21 @@ POOLED_KEYS: dict[str, dict[str, Any]] = {
     POOLED_OPENAI: {"label": "pooled-openai", "behaviour": "ok", "provider": "openai"},
     POOLED_ANTHROPIC: {"label": "pooled-anthropic", "behaviour": "ok", "provider": "anthropic"},
 }
-# which provider serves each model group of config/demo.yaml
-MODEL_PROVIDER = {"gpt-4o-mini": "openai", "gpt-4o": "openai", "claude-haiku-4-5": "anthropic",
-                  "claude-sonnet-4-5": "anthropic"}
+
+
+def demo_models() -> list[tuple[str, str, str]]:
+    """(model group, provider, upstream model) of every deployment in config/demo.yaml."""
+    cfg = yaml.safe_load(demo_config().read_text())
+    out = []
+    for item in cfg.get("model_list", []):
+        provider, _, upstream = str(item["litellm_params"]["model"]).partition("/")
+        out.append((str(item["model_name"]), provider, upstream))
+    return out
+
+
+# which provider serves each model group, and the model name the provider sees
+MODEL_PROVIDER = {group: provider for group, provider, _ in demo_models()}
+UPSTREAM_MODEL = {group: upstream for group, _, upstream in demo_models()}
 
 
 # --- machine --------------------------------------------------------------------------------
@@ -350,7 +362,10 @@ def fault_plan(run_tag: str, n_projects: int, *, byok_only_every: int = 3) -> tu
     return projects, fake_keys
 
 
-FAULT_MODELS = ("gpt-4o-mini", "gpt-4o-mini", "gpt-4o", "claude-haiku-4-5")
+_OPENAI = [g for g, p in MODEL_PROVIDER.items() if p == "openai"]
+_ANTHROPIC = [g for g, p in MODEL_PROVIDER.items() if p == "anthropic"]
+#: the mix of the fault load: the first OpenAI group twice, the last one once, the first Anthropic group once
+FAULT_MODELS = (_OPENAI[0], _OPENAI[0], _OPENAI[-1], _ANTHROPIC[0])
 
 
 def fault_request(projects: Sequence[FaultProject], run_tag: str) -> Callable[[int], tuple[dict[str, str], dict[str, Any]]]:
@@ -414,8 +429,7 @@ def _micros(value: str) -> int:
 
 
 def check_fault_run(projects: Sequence[FaultProject], results: Sequence[Result], calls: Sequence[dict[str, Any]],
-                    ledger: Sequence[dict[str, Any]], fake_keys: dict[str, dict[str, Any]], run_tag: str,
-                    *, models: Sequence[str] = FAULT_MODELS) -> FaultReport:
+                    ledger: Sequence[dict[str, Any]], fake_keys: dict[str, dict[str, Any]], run_tag: str) -> FaultReport:
     """Judge a load-with-faults run.
 
     * correct: 200 whose content quotes this request's own marker and whose model is the asked one;
@@ -569,8 +583,7 @@ def check_fault_run(projects: Sequence[FaultProject], results: Sequence[Result],
 
 
 def _upstream_model(group: str) -> str:
-    return {"claude-haiku-4-5": "claude-haiku-4-5", "claude-sonnet-4-5": "claude-sonnet-4-5"}.get(
-        group, group)
+    return UPSTREAM_MODEL.get(group, group)
 
 
 def _call_seq(response_id: str) -> int | None:

@@ -5,7 +5,7 @@
 One fake provider (its own process) and one `litellm --config config/demo.yaml` proxy with the
 plugin. Several projects, each with two flaky OpenAI keys and one flaky Anthropic key (429, 500,
 connection resets, slow answers; labels encode the project), pooled fallback except every third
-project (byok_only). Requests spread over gpt-4o-mini, gpt-4o and claude-haiku-4-5, each with a
+project (byok_only). Requests spread over two OpenAI model groups and one Anthropic group, each with a
 unique marker in its prompt, `Cache-Control: no-store, no-cache` (every request reaches a
 provider).
 
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench._common import (  # noqa: E402
     POOLED_KEYS,
+    FAULT_MODELS,
     Admin,
     FakeProviderProcess,
     check_fault_run,
@@ -117,7 +118,7 @@ One proxy (1 worker, plugin on, SQLite, `ADAPTIVE_KEY_COOLDOWN_SECONDS={args.key
 successful call). {len(projects)} projects, each with two OpenAI keys and one Anthropic key, all flaky
 ({flaky}; the second OpenAI key p_429=0.10), labels encoding the project; every third project is
 `byok_only`, the others fall back to the pooled keys. {args.requests} requests at concurrency
-{args.concurrency}, models gpt-4o-mini / gpt-4o / claude-haiku-4-5, each prompt carrying a unique
+{args.concurrency}, models {' / '.join(dict.fromkeys(FAULT_MODELS))}, each prompt carrying a unique
 marker, `Cache-Control: no-store, no-cache`. {summary}.
 
 {report.table()}

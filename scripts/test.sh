@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/services.sh
-export ADAPTIVE_TEST_POSTGRES_URL="${ADAPTIVE_TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
+export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?

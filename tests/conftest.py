@@ -21,4 +21,4 @@ def clean_environ() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    return os.environ.get("ADAPTIVE_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    return os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")

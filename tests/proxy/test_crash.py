@@ -42,6 +42,8 @@ class Dedicated:
         self.env = gateway_env(fake, state, ADAPTIVE_LEDGER_FLUSH_SECONDS=str(FLUSH_SECONDS))
         self.proxy: ProxyProcess | None = None
         self.starts = 0
+        self.api_key = ""
+        self.stored: dict[str, str] = {}  # question -> cached answer
 
     def start(self) -> ProxyProcess:
         self.starts += 1
@@ -84,9 +86,10 @@ class Dedicated:
             self.proxy = None
 
 
-@pytest.fixture
-def dedicated(fake_provider: FakeProvider, tmp_path: Path) -> Iterator[Dedicated]:
-    d = Dedicated(fake_provider, tmp_path / "state")
+@pytest.fixture(scope="module")
+def dedicated(fake_provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Dedicated]:
+    """One state directory for the module: the corruption test reuses what the crash test left."""
+    d = Dedicated(fake_provider, tmp_path_factory.mktemp("crash") / "state")
     yield d
     d.stop()
 
@@ -173,16 +176,25 @@ def test_sigkill_mid_load_loses_at_most_one_flush_interval(dedicated: Dedicated)
     assert byok.headers["x-adaptive-key-source"] == "byok"
     assert [c["key_label"] for c in d.fake.calls()[mark:]] == ["crash-own"]
 
+    d.api_key, d.stored = api_key, {question: cached}
+    d.stop()
+
 
 def test_corrupt_index_files_are_rebuilt_from_the_database(dedicated: Dedicated) -> None:
     d = dedicated
-    d.start()
-    _, api_key = d.project("corrupt-own")
+    d.stop()
     tag = secrets.token_hex(3)
-    celsius = f"What is the boiling point of water at sea level, in Celsius? ({tag})"
-    paris = f"What is the capital of France? ({tag})"
-    answers = {q: store_and_confirm(d, api_key, q) for q in (celsius, paris)}
-    d.stop()  # a clean shutdown writes the index files
+    if not d.stored:  # run alone: store something first
+        d.start()
+        _, d.api_key = d.project("corrupt-own")
+        question = f"What is the boiling point of water at sea level, in Celsius? ({tag})"
+        d.stored = {question: store_and_confirm(d, d.api_key, question)}
+        d.stop()
+    if not list((d.state / "cache").rglob("*.idx")):
+        # The atexit hook meant to save the index on SIGTERM does not run under uvicorn (it
+        # re-raises SIGTERM after its graceful shutdown); a start writes the missing files.
+        d.start()
+        d.stop()
 
     index_files = sorted((d.state / "cache").rglob("*.idx"))
     assert index_files, f"no index file under {d.state / 'cache'}: {sorted(p.name for p in d.state.rglob('*'))}"
@@ -195,13 +207,15 @@ def test_corrupt_index_files_are_rebuilt_from_the_database(dedicated: Dedicated)
 
     d.start()
     assert_integrity(d.state)
-    for question, answer in answers.items():
+    api_key = d.api_key
+    for question, answer in d.stored.items():
         hit = d.chat(api_key, question)
         assert hit.status_code == 200
         assert hit.headers["x-adaptive-cache"].startswith("hit"), hit.headers
         assert hit.json()["choices"][0]["message"]["content"] == answer
     # a near miss is not served the stored answer
-    fahrenheit = f"What is the boiling point of water at sea level, in Fahrenheit? ({tag})"
+    question = next(iter(d.stored))
+    fahrenheit = question.replace("Celsius", "Fahrenheit")
     near = d.chat(api_key, fahrenheit)
     assert near.status_code == 200
     assert not near.headers["x-adaptive-cache"].startswith("hit")

@@ -1,0 +1,89 @@
+"""Fuzz the /adaptive admin API from its own OpenAPI spec (issue 8).
+
+Schemathesis reads `{gateway}/openapi.json`, keeps the `/adaptive/` operations and, for each,
+sends up to MAX_EXAMPLES generated requests (schema-valid and schema-invalid path, query and
+body values) with the master key. Every answer must be a non-5xx, carry the documented content
+type and, where the spec documents the status, match the documented schema.
+
+Schemathesis' own pytest integration (`from_fixture` / `parametrize`) fails on pytest 9
+(`'Function' object has no attribute '_nodeid'`), so each operation is driven with
+`APIOperation.as_strategy()` under a hypothesis `@given` inside a test parametrized by the
+operations the admin API is known to have; a separate test keeps that list equal to the spec.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, Phase, given, settings
+from hypothesis import strategies as st
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+
+from tests.proxy.gateway import Gateway
+
+MAX_EXAMPLES = 20
+OPERATIONS = [
+    ("GET", "/adaptive/config"),
+    ("GET", "/adaptive/projects"),
+    ("POST", "/adaptive/projects"),
+    ("GET", "/adaptive/projects/{project_id}"),
+    ("PATCH", "/adaptive/projects/{project_id}"),
+    ("GET", "/adaptive/projects/{project_id}/api-keys"),
+    ("POST", "/adaptive/projects/{project_id}/api-keys"),
+    ("POST", "/adaptive/projects/{project_id}/api-keys/{key_id}/revoke"),
+    ("GET", "/adaptive/projects/{project_id}/provider-keys"),
+    ("POST", "/adaptive/projects/{project_id}/provider-keys"),
+    ("POST", "/adaptive/projects/{project_id}/provider-keys/{key_id}/revoke"),
+    ("POST", "/adaptive/projects/{project_id}/provider-keys/{key_id}/activate"),
+    ("DELETE", "/adaptive/projects/{project_id}/provider-keys/{key_id}"),
+    ("POST", "/adaptive/rotate-encryption"),
+    ("GET", "/adaptive/usage"),
+    ("GET", "/adaptive/requests"),
+    ("POST", "/adaptive/select-model"),
+]
+
+
+@pytest.fixture(scope="module")
+def admin_schema(gateway: Gateway) -> Any:
+    spec = httpx.get(f"{gateway.base_url}/openapi.json", timeout=60).json()
+    spec["paths"] = {path: item for path, item in spec["paths"].items() if path.startswith("/adaptive/")}
+    return schemathesis.openapi.from_dict(spec)
+
+
+def test_the_fuzzed_operations_are_all_of_the_admin_api(admin_schema: Any) -> None:
+    found = {(r.ok().method.upper(), r.ok().path) for r in admin_schema.get_all_operations()}
+    assert found == set(OPERATIONS)
+
+
+# Known bug (reported, issue 8): a bad `group_by` gets 422 with {"detail": {"message", "code"}},
+# not the documented HTTPValidationError shape. Strict: the mark must go once it is fixed.
+KNOWN = {("GET", "/adaptive/usage"): pytest.mark.xfail(
+    strict=True, reason="422 for a bad group_by does not match the documented HTTPValidationError schema")}
+
+
+@pytest.mark.parametrize("method,path", [pytest.param(m, p, id=f"{m} {p}", marks=KNOWN.get((m, p), ()))
+                                         for m, p in OPERATIONS])
+def test_admin_operation_never_answers_5xx_and_matches_its_spec(admin_schema: Any, gateway: Gateway,
+                                                               method: str, path: str) -> None:
+    operation = admin_schema[path][method]
+    cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE), operation.as_strategy(GenerationMode.NEGATIVE))
+    seen: list[int] = []
+
+    @given(case=cases)
+    @settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True, database=None,
+              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
+    def fuzz(case: Any) -> None:
+        headers = {k: v for k, v in (case.headers or {}).items() if k.lower() != "authorization"}
+        case.headers = {**headers, "Authorization": f"Bearer {gateway.master}"}
+        response = case.call(base_url=gateway.base_url, timeout=30)
+        seen.append(response.status_code)
+        case.validate_response(response, checks=[not_a_server_error, response_schema_conformance,
+                                                 content_type_conformance])
+
+    fuzz()
+    assert seen, "no request was sent"
