@@ -8,7 +8,8 @@ curve; random = 0.5) and CPT(50%) (share of strong calls to recover half the gap
 without its source ("LOSO") or without its category ("LOCO": MMLU subject, AlpacaEval
 sub-set; GSM8K is one category, so LOCO = LOSO there). LiteLLM's rule-based score needs no
 training: its tier (SIMPLE..REASONING) ranks first, its weighted score breaks ties.
-Then it prints decision latency: assess() given a precomputed embedding, and the embedding.
+Then it prints decision latency: assess() given a precomputed embedding, the features-only
+head, and embedding the 512-character prefix that the request path embeds (`embedding_text`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import numpy as np
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
-from adaptive_plugin.embedding import Embedder, default_model_dir, query_text  # noqa: E402
+from adaptive_plugin.embedding import Embedder, default_model_dir, embedding_text, query_text  # noqa: E402
 from adaptive_plugin.routing import assess, load_model  # noqa: E402
 from adaptive_plugin.routing.train import DEFAULT_DATA, Dataset, cross_validate, load_dataset, per_source  # noqa: E402
 
@@ -70,14 +71,14 @@ def latency(ds: Dataset, embedder: Embedder, *, n_assess: int = 2000, n_embed: i
         features_only.append(time.perf_counter() - t0)
     embeds = []
     for i in picks[:n_embed]:
-        text = query_text(ds.messages[i])
+        text = embedding_text(query_text(ds.messages[i]))
         t0 = time.perf_counter()
         embedder.embed_one(text)
         embeds.append(time.perf_counter() - t0)
     return {
         "assess(embedding=...)": (_pct(times, 50), _pct(times, 95)),
         "assess() features only": (_pct(features_only, 50), _pct(features_only, 95)),
-        "embed_one(query_text)": (_pct(embeds, 50), _pct(embeds, 95)),
+        "embed_one(first 512 chars)": (_pct(embeds, 50), _pct(embeds, 95)),
     }
 
 
@@ -114,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         delta = statistics.mean(columns[c][s][0] - columns["LiteLLM"][s][0] for s in sources)
         print(f"  mean APGR {c} - LiteLLM: {delta:+.3f}")
 
-    print("\nlatency (ms), 2 cores, one request at a time")
+    print(f"\nlatency (ms), {os.cpu_count()} cores, one request at a time, load average {os.getloadavg()[0]:.1f}")
     for name, (p50, p95) in latency(ds, embedder).items():
         print(f"  {name:26s} p50 {p50:7.3f}  p95 {p95:7.3f}")
     return 0

@@ -1,7 +1,8 @@
 """Complexity assessment of a chat request: `assess`, `complexity_score`, `task_type`.
 
-The adapters embed `query_text(messages)` once per request (the semantic cache uses the
-same vector) and pass it as `embedding=`; `assess` then costs well under a millisecond.
+The adapters embed `embedding_text(query_text(messages))` (its first 512 characters) once
+per request (the semantic cache uses the same vector) and pass it as `embedding=`; `assess`
+then costs well under a millisecond.
 
 Without an embedding, `complexity_score` asks `default_embedder()` for the local model.
 When that model is not installed it degrades, by design, to the features-only head of the
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from adaptive_plugin.embedding import query_text
+from adaptive_plugin.embedding import embedding_text, query_text
 from adaptive_plugin.errors import EmbeddingModelError, RoutingError
 from adaptive_plugin.routing._features import FEATURE_NAMES, handcrafted_features, task_of
 from adaptive_plugin.routing._model import ComplexityModel, load_model
@@ -72,7 +73,8 @@ def assess(
     embedder: Embedder | None = None,
     model: ComplexityModel | None = None,
 ) -> Assessment:
-    """Score `messages`; `embedding` is the precomputed vector of `query_text(messages)`.
+    """Score `messages`; `embedding` is the precomputed vector of
+    `embedding_text(query_text(messages))` (its first 512 characters, as the model was trained).
 
     With no `embedding`, `embedder` (if given) computes it; with neither, the features-only
     head is used. Raise `RoutingError` when `embedding` has the wrong dimension.
@@ -81,7 +83,7 @@ def assess(
     text = query_text(messages)
     feats = handcrafted_features(messages, text=text)
     if embedding is None and embedder is not None and text:
-        embedding = embedder.embed_one(text)
+        embedding = embedder.embed_one(embedding_text(text))
     if embedding is not None:
         vec = np.asarray(embedding, dtype=np.float32).reshape(-1)
         if vec.shape[0] != m.embedding_dim:

@@ -16,10 +16,11 @@ import numpy as np
 
 from adaptive_plugin.embedding import content_text, query_text
 from adaptive_plugin.routing import _task as t
-from adaptive_plugin.routing._task import scan_window
 
 FEATURE_NAMES: Final[tuple[str, ...]] = (
     "log_query_chars",
+    "log_query_words",
+    "comma_rate",
     "log_context_chars",
     "log_turns",
     "has_system",
@@ -74,7 +75,8 @@ def handcrafted_features(messages: Sequence[dict[str, Any]], *, text: str | None
     `text` is `query_text(messages)` when the caller already has it.
     """
     full_query = query_text(list(messages)) if text is None else text
-    query = scan_window(full_query)
+    found = t.scan(full_query)
+    query = found.text
     context_chars = 0
     turns = 0
     has_system = 0.0
@@ -88,35 +90,37 @@ def handcrafted_features(messages: Sequence[dict[str, Any]], *, text: str | None
         elif role in ("user", "assistant", "tool"):
             turns += 1
     n = max(len(query), 1)
-    task = t.detect_task_type(query)
-    symbols = sum(1 for ch in query if ch in _SYMBOLS)
-    digits = sum(1 for ch in query if ch.isdigit())
+    words = full_query.count(" ") + full_query.count("\n") + 1 if full_query else 0
+    task = t.task_from_scan(found)
+    symbols = sum(query.count(ch) for ch in _SYMBOLS)
     values = [
         math.log1p(len(full_query)) / 10.0,
+        math.log1p(words) / 8.0,
+        min(full_query.count(",") / max(words, 1), 1.0),
         math.log1p(context_chars) / 10.0,
         math.log1p(max(turns - 1, 0)) / 3.0,
         has_system,
         _squash(query.count("\n"), 10.0),
-        _squash(len(t.CODE_FENCE_RE.findall(query)), 2.0),
-        _squash(len(t.CODE_TOKEN_RE.findall(query)), 3.0),
-        _squash(len(t.CODE_WORD_RE.findall(query)), 3.0),
-        1.0 if t.CODE_ASK_RE.search(query) else 0.0,
+        _squash(found.code_fences, 2.0),
+        _squash(found.code_tokens, 3.0),
+        _squash(found.code_words, 3.0),
+        1.0 if found.code_ask else 0.0,
         symbols / n,
-        _squash(len(t.LATEX_RE.findall(query)), 2.0),
-        _squash(len(t.EQUATION_RE.findall(query)), 2.0),
-        _squash(len(t.MATH_WORD_RE.findall(query)), 2.0),
-        digits / n,
+        _squash(found.latex, 2.0),
+        _squash(found.equations, 2.0),
+        _squash(found.math_words, 2.0),
+        found.digits / n,
         _squash(len(_NUMBER_RE.findall(query)), 4.0),
-        _squash(len(t.REASONING_RE.findall(query)), 2.0),
-        _squash(len(t.WRITING_RE.findall(query)), 2.0),
-        _squash(len(t.EXTRACTION_RE.findall(query)), 2.0),
-        1.0 if t.TRANSLATION_RE.search(query) else 0.0,
+        _squash(found.reasoning, 2.0),
+        _squash(found.writing, 2.0),
+        _squash(found.extraction, 2.0),
+        1.0 if found.translation else 0.0,
         _squash(query.count("?"), 2.0),
-        _squash(len(t.CHOICE_RE.findall(query)), 4.0),
+        _squash(found.choices, 4.0),
         _squash(len(_LIST_RE.findall(query)), 3.0),
         _squash(len(_CONSTRAINT_RE.findall(query)), 3.0),
-        _squash(len(t.COMPOUND_RE.findall(query)), 2.0),
-        1.0 if len(query) < 60 and t.GREETING_RE.match(query) else 0.0,
+        _squash(found.compound, 2.0),
+        1.0 if found.greeting else 0.0,
         1.0 if len(full_query) < 40 else 0.0,
         *(1.0 if task == name else 0.0 for name in t.TASK_TYPES),
     ]

@@ -8,6 +8,7 @@ query text, so the result is deterministic and costs a few microseconds.
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Final
 
 CODE: Final = "code"
@@ -90,9 +91,25 @@ GREETING_RE: Final = re.compile(
 )
 
 
-SCAN_HEAD: Final = 1000
-SCAN_TAIL: Final = 300
-"""Pattern features read the first 1000 and last 300 characters: bounded cost on long prompts."""
+def _lowercase_twin(pattern: re.Pattern[str]) -> re.Pattern[str]:
+    """The same case-insensitive pattern, compiled to run on lowercased text: Python's `re`
+    is several times slower with IGNORECASE, and `scan` lowercases the window once."""
+    return re.compile(pattern.pattern, pattern.flags & ~re.IGNORECASE)
+
+
+_CODE_WORD_L: Final = _lowercase_twin(CODE_WORD_RE)
+_MATH_WORD_L: Final = _lowercase_twin(MATH_WORD_RE)
+_REASONING_L: Final = _lowercase_twin(REASONING_RE)
+_WRITING_L: Final = _lowercase_twin(WRITING_RE)
+_TRANSLATION_L: Final = _lowercase_twin(TRANSLATION_RE)
+_COMPOUND_L: Final = _lowercase_twin(COMPOUND_RE)
+_GREETING_L: Final = _lowercase_twin(GREETING_RE)
+_DIGITS: Final = str.maketrans("", "", "0123456789")
+
+SCAN_HEAD: Final = 600
+SCAN_TAIL: Final = 200
+"""Pattern features read the first 600 and last 200 characters: bounded cost on long prompts
+(the embedding reads the first 512 characters only, for the same reason)."""
 
 
 def scan_window(text: str) -> str:
@@ -100,6 +117,60 @@ def scan_window(text: str) -> str:
     if len(text) <= SCAN_HEAD + SCAN_TAIL:
         return text
     return text[:SCAN_HEAD] + "\n" + text[-SCAN_TAIL:]
+
+
+@dataclass(frozen=True)
+class Scan:
+    """How often each pattern occurs in the scan window of a query: every pattern runs once,
+    and both `detect_task_type` and the handcrafted features read the counts."""
+
+    text: str
+    code_fences: int
+    code_sure: bool
+    code_tokens: int
+    code_words: int
+    code_ask: bool
+    translation: bool
+    latex: int
+    equations: int
+    math_words: int
+    compound: int
+    reasoning: int
+    extraction: int
+    writing: int
+    writing_lead: bool
+    choices: int
+    greeting: bool
+    question: bool
+    digits: int
+
+
+def scan(text: str) -> Scan:
+    """Run every pattern once over `scan_window(text)` (word lists over its lowercased copy)."""
+    w = scan_window(text)
+    low = w.lower()
+    short = len(w) < 60
+    return Scan(
+        text=w,
+        code_fences=w.count("```"),
+        code_sure=CODE_SURE_RE.search(w) is not None,
+        code_tokens=len(CODE_TOKEN_RE.findall(w)),
+        code_words=len(_CODE_WORD_L.findall(low)),
+        code_ask=CODE_ASK_RE.search(w) is not None,
+        translation=_TRANSLATION_L.search(low) is not None,
+        latex=len(LATEX_RE.findall(w)),
+        equations=len(EQUATION_RE.findall(w)),
+        math_words=len(_MATH_WORD_L.findall(low)),
+        compound=len(_COMPOUND_L.findall(low)),
+        reasoning=len(_REASONING_L.findall(low)),
+        extraction=len(EXTRACTION_RE.findall(w)),
+        writing=len(_WRITING_L.findall(low)),
+        writing_lead=_WRITING_L.match(low.strip()) is not None,
+        choices=len(CHOICE_RE.findall(w)),
+        greeting=short and _GREETING_L.match(low) is not None,
+        question=QUESTION_RE.search(w) is not None,
+        digits=len(w) - len(w.translate(_DIGITS)),
+    )
 
 
 def detect_task_type(text: str) -> str:
@@ -110,32 +181,36 @@ def detect_task_type(text: str) -> str:
     >>> detect_task_type("Hello there!")
     'chat'
     """
-    text = scan_window(text)
-    if not text.strip():
+    return task_from_scan(scan(text))
+
+
+def task_from_scan(s: Scan) -> str:
+    """The rules of `detect_task_type`, applied to pattern counts; the first that fires wins."""
+    if not s.text.strip():
         return CHAT
-    if CODE_FENCE_RE.search(text) or CODE_SURE_RE.search(text):
+    if s.code_fences or s.code_sure:
         return CODE
-    if CODE_TOKEN_RE.search(text) and CODE_WORD_RE.search(text):
+    if s.code_tokens and s.code_words:
         return CODE
-    if CODE_ASK_RE.search(text) or len(CODE_TOKEN_RE.findall(text)) >= 2:
+    if s.code_ask or s.code_tokens >= 2:
         return CODE
-    if TRANSLATION_RE.search(text):
+    if s.translation:
         return TRANSLATION
-    math_hits = len(LATEX_RE.findall(text)) + len(EQUATION_RE.findall(text)) + len(MATH_WORD_RE.findall(text))
-    if math_hits >= 2 or LATEX_RE.search(text):
+    math_hits = s.latex + s.equations + s.math_words
+    if math_hits >= 2 or s.latex:
         return MATH
-    if len(COMPOUND_RE.findall(text)) >= 2 or (REASONING_RE.search(text) and not WRITING_RE.match(text.strip())):
+    if s.compound >= 2 or (s.reasoning and not s.writing_lead):
         return REASONING
-    if EXTRACTION_RE.search(text):
+    if s.extraction:
         return EXTRACTION
-    if WRITING_RE.search(text):
+    if s.writing:
         return WRITING
-    if CHOICE_RE.search(text) and len(CHOICE_RE.findall(text)) >= 2:
+    if s.choices >= 2:
         return QA
-    if len(text) < 60 and GREETING_RE.match(text):
+    if s.greeting:
         return CHAT
-    if math_hits >= 1 and sum(ch.isdigit() for ch in text) >= 2:
+    if math_hits >= 1 and s.digits >= 2:
         return MATH
-    if QUESTION_RE.search(text):
+    if s.question:
         return QA
     return CHAT

@@ -1,8 +1,10 @@
 """Rebuild the complexity model from the labelled prompts: `python -m adaptive_plugin.routing.train`.
 
 Reads `routing/dev.jsonl` under `--data` (default `../shared/data`, relative to the working
-directory), embeds each prompt's `query_text` with the local model (cached on disk, keyed by
-the texts), fits two ridge regressions on the strong-minus-weak quality gain, and writes
+directory), embeds the first 512 characters of each prompt's `query_text` (`embedding_text`,
+what the request path embeds) with the local model (cached on disk, keyed by the texts), fits
+two ridge regressions on the strong-minus-weak quality gain, adds each to a hand-set
+difficulty prior, and writes
 `adaptive_plugin/routing/artifacts/complexity.npz`. Before writing, it prints cross-validated
 APGR with whole sources held out and with whole categories (MMLU subjects, AlpacaEval
 sub-sets, GSM8K) held out. Training only: numpy, no scikit-learn, nothing at request time.
@@ -23,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptive_plugin.embedding import Embedder, default_model_dir, query_text
+from adaptive_plugin.embedding import Embedder, default_model_dir, embedding_text, query_text
 from adaptive_plugin.routing._features import FEATURE_NAMES, handcrafted_features
 from adaptive_plugin.routing._model import ARTIFACT_PATH, ComplexityModel, LinearHead
 from adaptive_plugin.routing.quality import apgr, cpt
@@ -32,30 +34,30 @@ DEFAULT_DATA = Path("../shared/data")
 ALPHA_FULL = 300.0
 ALPHA_FEATURES = 300.0
 N_KNOTS = 101
-BLEND = 1.0
-"""Weight of the learned ranking against the prior, both scaled to unit spread on the training rows."""
+BLEND_FULL = 0.5
+BLEND_FEATURES = 0.25
+"""Weight of the learned ranking against the prior, both scaled to unit spread on the training
+rows. Chosen with whole sources held out; more weight on the learned part helps the source
+it was trained on and hurts the others."""
 PRIOR_WEIGHTS: dict[str, float] = {
-    "log_query_chars": 1.0,
-    "log_turns": 0.3,
-    "code_tokens": 0.6,
+    "log_query_words": 4.0,
+    "compound": 1.0,
+    "comma_rate": 1.0,
+    "code_tokens": 0.3,
     "code_fences": 0.3,
-    "code_words": 0.3,
-    "code_ask": 0.3,
-    "latex": 0.4,
-    "equations": 0.4,
-    "math_words": 0.3,
-    "reasoning_words": 0.4,
-    "list_items": 0.3,
-    "constraints": 0.3,
-    "compound": 0.6,
-    "questions": 0.2,
+    "code_ask": 0.2,
+    "reasoning_words": 0.1,
     "greeting": -0.5,
     "short_query": -0.3,
 }
-"""Hand-set difficulty prior on the handcrafted features: longer, code, math, multi-step and
-compound prompts need more. The labels alone disagree across sources (AlpacaEval: the strong
-model wins nearly everything, chit-chat included; MMLU high-school maths: the weak model wins
-more often), so the learned ranking is added to this prior instead of replacing it."""
+"""Hand-set difficulty prior on the handcrafted features. Length (in words) is the one signal
+that ranks prompts the same way on MMLU and GSM8K; several judgements packed into one question
+("Statement 1 | ... Statement 2 | ...") and clause-heavy text (commas per word) add to it;
+code adds a little; greetings and very short prompts lower it. Maths and "math words" are
+left out: they rank MMLU's maths subjects *up* although the weak model wins those more often,
+and carry nothing within GSM8K. The labels alone disagree across sources (AlpacaEval: the
+strong model wins nearly everything, chit-chat included), so the learned ranking is added to
+this prior instead of replacing it."""
 CATEGORY_FOLDS = 8
 
 
@@ -74,6 +76,12 @@ class Dataset:
     @property
     def gain(self) -> np.ndarray:
         return self.strong - self.weak
+
+    @property
+    def informative(self) -> np.ndarray:
+        """Rows where the two models' scores differ: the only ones that say which needs what
+        (75% of MMLU rows are ties, both right or both wrong)."""
+        return self.gain != 0.0
 
     @property
     def target(self) -> np.ndarray:
@@ -126,6 +134,7 @@ def load_dataset(data_dir: Path, embedder: Embedder, *, cache_dir: Path | None =
     rows = read_rows(data_dir / "routing" / "dev.jsonl")
     messages = [r["messages"] for r in rows]
     texts = [query_text(m) for m in messages]
+    embedded = [embedding_text(t) for t in texts]
     return Dataset(
         messages=messages,
         source=np.asarray([r["source"] for r in rows]),
@@ -133,7 +142,7 @@ def load_dataset(data_dir: Path, embedder: Embedder, *, cache_dir: Path | None =
         weak=np.asarray([float(r["weak_score"]) for r in rows]),
         strong=np.asarray([float(r["strong_score"]) for r in rows]),
         features=np.stack([handcrafted_features(m, text=t) for m, t in zip(messages, texts, strict=True)]),
-        embeddings=embed_texts(texts, embedder, cache_dir=cache_dir),
+        embeddings=embed_texts(embedded, embedder, cache_dir=cache_dir),
     )
 
 
@@ -163,15 +172,19 @@ def prior_vector(width: int) -> np.ndarray:
     return vec
 
 
-def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, alpha: float) -> LinearHead:
-    """Fit a ridge head (categories weighted equally), blend it with the prior, calibrate.
+def fit_head(
+    x: np.ndarray, y: np.ndarray, groups: np.ndarray, informative: np.ndarray, *, alpha: float, blend: float
+) -> LinearHead:
+    """Fit a ridge head on the informative rows (sources weighted equally), add it to the
+    prior, calibrate on all rows.
 
-    Both parts are linear, so the blend `prior / sd(prior) + BLEND * learned / sd(learned)`
+    Both parts are linear, so the sum `prior / sd(prior) + blend * learned / sd(learned)`
     folds into one weight vector: no extra cost at request time.
     """
-    learned, _ = fit_ridge(x, y, alpha=alpha, weights=balanced_weights(groups))
+    fit = np.nonzero(informative)[0]
+    learned, _ = fit_ridge(x[fit], y[fit], alpha=alpha, weights=balanced_weights(groups[fit]))
     prior = prior_vector(x.shape[1])
-    coef = prior / ((x @ prior).std() + 1e-9) + BLEND * learned / ((x @ learned).std() + 1e-9)
+    coef = prior / ((x @ prior).std() + 1e-9) + blend * learned / ((x @ learned).std() + 1e-9)
     bias = 0.0
     raw = x @ coef + bias
     knots = np.quantile(raw, np.linspace(0.0, 1.0, N_KNOTS))
@@ -182,9 +195,10 @@ def fit_head(x: np.ndarray, y: np.ndarray, groups: np.ndarray, *, alpha: float) 
 def fit_model(ds: Dataset, rows: np.ndarray | None = None, *, info: dict[str, Any] | None = None) -> ComplexityModel:
     """Fit both heads on `rows` (all rows by default)."""
     idx = np.arange(len(ds.gain)) if rows is None else rows
+    y, groups, informative = ds.target[idx], ds.source[idx], ds.informative[idx]
     return ComplexityModel(
-        full=fit_head(ds.full[idx], ds.target[idx], ds.category[idx], alpha=ALPHA_FULL),
-        features=fit_head(ds.features[idx], ds.target[idx], ds.category[idx], alpha=ALPHA_FEATURES),
+        full=fit_head(ds.full[idx], y, groups, informative, alpha=ALPHA_FULL, blend=BLEND_FULL),
+        features=fit_head(ds.features[idx], y, groups, informative, alpha=ALPHA_FEATURES, blend=BLEND_FEATURES),
         embedding_dim=ds.embeddings.shape[1],
         feature_names=FEATURE_NAMES,
         info=info or {},
@@ -245,11 +259,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     info: dict[str, Any] = {
         "rows": int(len(ds.gain)),
         "sources": {str(s): int((ds.source == s).sum()) for s in np.unique(ds.source)},
-        "target": "strong_score - weak_score, standardised within each source",
+        "target": "strong_score - weak_score, standardised within each source; rows with equal scores dropped",
+        "embedding_text": "first 512 characters of query_text",
         "alpha_full": ALPHA_FULL,
         "alpha_features": ALPHA_FEATURES,
-        "weights": "each category equal",
-        "blend": BLEND,
+        "weights": "each source equal",
+        "blend_full": BLEND_FULL,
+        "blend_features": BLEND_FEATURES,
         "prior": PRIOR_WEIGHTS,
     }
     if not args.no_cv:

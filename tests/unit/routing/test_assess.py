@@ -115,3 +115,37 @@ def test_shipped_artifact_is_small_and_consistent() -> None:
     model = load_model()
     assert model.embedding_dim == 384
     assert np.all(np.diff(model.full.knots) > 0)
+
+
+def test_embedder_path_embeds_the_same_512_character_prefix_as_the_adapters(embedder: Embedder) -> None:
+    from adaptive_plugin.embedding import embedding_text
+
+    messages = _msgs(LONG_CODE)
+    assert len(query_text(messages)) > 512
+    vec = embedder.embed_one(embedding_text(query_text(messages)))
+    assert assess(messages, embedding=vec).score == pytest.approx(assess(messages, embedder=embedder).score, abs=1e-6)
+
+
+def test_multi_part_questions_score_above_a_single_lookup() -> None:
+    single = _msgs("Who wrote Pride and Prejudice?")
+    compound = _msgs(
+        "Statement 1 | Every group of prime order is cyclic. Statement 2 | Every abelian group is cyclic.\n"
+        "A. True, True\nB. False, False\nC. True, False\nD. False, True\nAnswer:"
+    )
+    assert assess(compound).score > assess(single).score
+
+
+def test_task_detection_reads_each_pattern_once_through_scan() -> None:
+    from adaptive_plugin.routing._task import scan, task_from_scan
+
+    for text in [*TRIVIAL, *HARD, "Solve for x: 3x + 7 = 22", ""]:
+        assert task_from_scan(scan(text)) == detect_task_type(text)
+    window = scan("x" * 5000).text
+    assert len(window) < 1000
+
+
+def test_artifact_records_how_it_was_trained() -> None:
+    info = load_model().info
+    assert info["weights"] == "each source equal"
+    assert "512" in info["embedding_text"]
+    assert set(info["cv_source_full_apgr"]) == {"alpaca_eval", "gsm8k", "mmlu"}
