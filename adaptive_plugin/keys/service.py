@@ -289,13 +289,7 @@ class KeyService:
             )
         out = []
         for row in rows:
-            secret = self.vault.decrypt(
-                Sealed(row.ciphertext, row.nonce, row.master_key_id),
-                project_id=row.project_id,
-                environment=row.environment,
-                provider=row.provider,
-                key_id=row.id,
-            )
+            secret = self._decrypt(row)
             cap = Decimal(row.spend_cap_usd) if row.spend_cap_usd else None
             out.append(
                 ResolvedKey(
@@ -317,6 +311,13 @@ class KeyService:
             row = s.execute(sa.select(sa.func.max(ProviderKey.updated_at), sa.func.count(ProviderKey.id))).one()
             return (row[0], int(row[1]))
 
+    def _decrypt(self, row: ProviderKey) -> str:
+        """The plaintext of a row; the associated data binds it to the row's own scope and id."""
+        return self.vault.decrypt(
+            Sealed(row.ciphertext, row.nonce, row.master_key_id),
+            project_id=row.project_id, environment=row.environment, provider=row.provider, key_id=row.id,
+        )
+
     # -- master keys -----------------------------------------------------------------------
 
     def check_vault(self) -> int:
@@ -327,13 +328,7 @@ class KeyService:
             for mk in ids:
                 row = s.exec(select(ProviderKey).where(ProviderKey.master_key_id == mk).limit(1)).first()
                 assert row is not None
-                self.vault.decrypt(
-                    Sealed(row.ciphertext, row.nonce, row.master_key_id),
-                    project_id=row.project_id,
-                    environment=row.environment,
-                    provider=row.provider,
-                    key_id=row.id,
-                )
+                self._decrypt(row)
                 checked += 1
         return checked
 
@@ -348,12 +343,9 @@ class KeyService:
                 if not rows:
                     return done
                 for row in rows:
-                    sealed = self.vault.reencrypt(
-                        Sealed(row.ciphertext, row.nonce, row.master_key_id),
-                        project_id=row.project_id,
-                        environment=row.environment,
-                        provider=row.provider,
-                        key_id=row.id,
+                    sealed = self.vault.encrypt(
+                        self._decrypt(row), project_id=row.project_id, environment=row.environment,
+                        provider=row.provider, key_id=row.id,
                     )
                     row.ciphertext, row.nonce, row.master_key_id = sealed.ciphertext, sealed.nonce, sealed.master_key_id
                     s.add(row)
