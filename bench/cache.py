@@ -16,7 +16,6 @@ partitioning help), then real questions looked up with embedding included.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import statistics
@@ -31,7 +30,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from adaptive_plugin.cache import SemanticCache, request_key  # noqa: E402
+from adaptive_plugin.cache import SemanticCache, Verifier, request_key  # noqa: E402
+from adaptive_plugin.cache.train import half_of  # noqa: E402
+from adaptive_plugin.cache._features import _char3  # noqa: E402
+from adaptive_plugin.cache._guards import features  # noqa: E402
 from adaptive_plugin.cache._store import EntryStore  # noqa: E402
 from adaptive_plugin.embedding import Embedder, default_model_dir  # noqa: E402
 
@@ -48,11 +50,6 @@ def answer(i: int) -> dict[str, Any]:
         "choices": [{"index": 0, "message": {"role": "assistant", "content": f"answer {i}"}, "finish_reason": "stop"}],
         "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
     }
-
-
-def half_of(row: dict[str, Any]) -> str:
-    digest = hashlib.sha256((row["a"] + "\x00" + row["b"]).encode()).hexdigest()
-    return "tune" if int(digest, 16) % 2 == 0 else "report"
 
 
 class Tally:
@@ -90,10 +87,13 @@ def cosine_baseline(rows: list[dict[str, Any]], A: np.ndarray, B: np.ndarray, t:
     return out
 
 
-def guarded(rows: list[dict[str, Any]], A: np.ndarray, B: np.ndarray, thresholds: list[float]) -> dict[float, dict[str, Tally]]:
+def guarded(
+    rows: list[dict[str, Any]], A: np.ndarray, B: np.ndarray, thresholds: list[float], verifier: Verifier | None = None
+) -> dict[float, dict[str, Tally]]:
     results: dict[float, dict[str, Tally]] = {t: {"gptcache_mock": Tally(), "qqp": Tally(), "all": Tally()} for t in thresholds}
     with tempfile.TemporaryDirectory() as tmp:
-        cache = SemanticCache(tmp, embedder=None, sync_interval=3600, max_entries=10**7)
+        cache = SemanticCache(tmp, embedder=None, sync_interval=3600, max_entries=10**7,
+                              verifier=verifier if verifier is not None else False)
         g = [i for i, r in enumerate(rows) if r["source"] != "qqp"]
         for i in g:
             cache.store("gptcache", user(rows[i]["a"]), answer(i), P, embedding=A[i])
@@ -123,13 +123,31 @@ def print_table(title: str, lines: list[tuple[str, ...]], header: tuple[str, ...
         print("| " + " | ".join(line) + " |")
 
 
+def verifier_cost(rows: list[dict[str, Any]], A: np.ndarray, B: np.ndarray, verifier: Verifier) -> str:
+    """Median microseconds per candidate score, on first sight of the texts (token caches cold)."""
+    times = []
+    for i, r in enumerate(rows[:2000]):
+        features.cache_clear()
+        _char3.cache_clear()
+        t0 = time.perf_counter()
+        verifier.score(r["b"], r["a"], float(A[i] @ B[i]))
+        times.append(time.perf_counter() - t0)
+    us = np.array(times) * 1e6
+    return f"verifier cost per candidate (cold token caches): p50 {np.percentile(us, 50):.0f} us, p95 {np.percentile(us, 95):.0f} us"
+
+
 def quality(data: Path, embedder: Embedder, default_t: float) -> None:
     rows = [json.loads(line) for line in (data / "cache" / "dev.jsonl").read_text().splitlines() if line.strip()]
     started = time.perf_counter()
     A = embedder.embed([r["a"] for r in rows])
     B = embedder.embed([r["b"] for r in rows])
     print(f"embedded {2 * len(rows)} texts in {time.perf_counter() - started:.0f} s")
-    thresholds = sorted({0.86, 0.88, default_t, 0.92, 0.94})
+    verifier = Verifier.load()
+    op_t = verifier.similarity_threshold
+    print(f"verifier artifact: accept_threshold {verifier.accept_threshold}, calibrated similarity_threshold {op_t}")
+    print(verifier_cost(rows, A, B, verifier))
+    thresholds = sorted({0.86, 0.88, default_t, 0.92, op_t, 0.94})
+    verified_thresholds = sorted({0.80, 0.86, default_t, op_t})
     for part in ("report", "tune", "all"):
         idx = [i for i, r in enumerate(rows) if part == "all" or half_of(r) == part]
         sub = [rows[i] for i in idx]
@@ -140,6 +158,10 @@ def quality(data: Path, embedder: Embedder, default_t: float) -> None:
             lines.append((f"cosine >= {t:.2f}", *(x for s in ("all", "gptcache_mock", "qqp") for x in tallies[s].row())))
         for t, tallies in guarded(sub, a, b, thresholds).items():
             name = f"**SemanticCache t={t:.2f}**" if t == default_t else f"SemanticCache t={t:.2f}"
+            lines.append((name, *(x for s in ("all", "gptcache_mock", "qqp") for x in tallies[s].row())))
+        for t, tallies in guarded(sub, a, b, verified_thresholds, verifier).items():
+            name = f"SemanticCache t={t:.2f} + verifier >= {verifier.accept_threshold:.2f}"
+            name = f"**{name} (calibrated)**" if t == op_t else name
             lines.append((name, *(x for s in ("all", "gptcache_mock", "qqp") for x in tallies[s].row())))
         header = ("cache", "hit rate", "precision", "wrong hits", "gpt hit rate", "gpt prec", "gpt wrong",
                   "qqp hit rate", "qqp prec", "qqp label-0 hits")

@@ -13,11 +13,13 @@ from __future__ import annotations
 from adaptive_plugin.cache._cache import CacheResult, Outcome, SemanticCache
 from adaptive_plugin.cache._guards import near_miss_reason
 from adaptive_plugin.cache._request import bypass_reason, request_key, unstorable_reason
+from adaptive_plugin.cache._verifier import Verifier
 
 __all__ = [
     "CacheResult",
     "Outcome",
     "SemanticCache",
+    "Verifier",
     "bypass_reason",
     "near_miss_reason",
     "request_key",

@@ -1,11 +1,12 @@
-"""Pair features for the learned verifier: lexical overlap, content-word differences, guards, embeddings.
+"""Pair features for the learned verifier: cosine, lexical overlap, content-word differences, guards.
 
 Everything here is symmetric in the two texts (the verifier must not care which one was
-cached) and cheap: the token work reuses the guards' cached `features()` and the embedding
-part is two element-wise operations on vectors FAISS already holds.
+cached) and cheap: the token work reuses the guards' cached `features()`, and the cosine
+is the one FAISS already returned. (The element-wise embedding features [u*v, |u-v|] were
+tried too and did not help at the precision the cache runs at; see the cache README.)
 
-    >>> vocab = Vocabulary.empty()
-    >>> x = scalar_features("How do I reverse a list in Python?", "How can I reverse a Python list?", 0.95, vocab)
+    >>> x = scalar_features("How do I reverse a list in Python?", "How can I reverse a Python list?", 0.95,
+    ...                     Vocabulary.empty())
     >>> len(x) == len(SCALAR_NAMES)
     True
 """
@@ -17,11 +18,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 
-import numpy as np
-
 from adaptive_plugin.cache._guards import GUARDS, STOPWORDS, TextFeatures, features
 
-__all__ = ["SCALAR_NAMES", "Vocabulary", "embedding_features", "pair_features", "scalar_features"]
+__all__ = ["SCALAR_NAMES", "Vocabulary", "content_stems", "scalar_features"]
 
 _WH = frozenset("what why how when who whom whose which where".split())
 
@@ -134,17 +133,3 @@ def scalar_features(query: str, cached: str, cosine: float, vocab: Vocabulary) -
         float(first_a != first_b),
         *(float(not same_text and guard(a, b)) for _, guard in GUARDS),
     ]
-
-
-def embedding_features(u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    """[u * v, |u - v|] of two unit vectors: the classic sentence-pair feature set."""
-    u = np.asarray(u, dtype=np.float32).reshape(-1)
-    v = np.asarray(v, dtype=np.float32).reshape(-1)
-    return np.concatenate([u * v, np.abs(u - v)])
-
-
-def pair_features(query: str, cached: str, u: np.ndarray, v: np.ndarray, vocab: Vocabulary) -> np.ndarray:
-    """Scalar features followed by the embedding features, as float32."""
-    cosine = float(np.dot(np.asarray(u, dtype=np.float32).reshape(-1), np.asarray(v, dtype=np.float32).reshape(-1)))
-    scalars = np.asarray(scalar_features(query, cached, cosine, vocab), dtype=np.float32)
-    return np.concatenate([scalars, embedding_features(u, v)])
