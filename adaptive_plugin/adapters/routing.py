@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from adaptive_plugin import metrics
 from adaptive_plugin.adapters.deployments import DeploymentInfo
-from adaptive_plugin.embedding import EMBED_MAX_CHARS, embedding_text, query_text
+from adaptive_plugin.embedding import embedding_text, query_text
 from adaptive_plugin.errors import RoutingError
 from adaptive_plugin.keys import Principal
 from adaptive_plugin.routing._assess import Assessment, assess
@@ -84,9 +84,9 @@ async def decide(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any
     if embedding is None and embedder is not None:
         text = query_text(messages)
         if text:
+            # the same prefix embedding the cache uses: computed once per request
             embedding = await asyncio.to_thread(embedder.embed_one, embedding_text(text))
-            # the cache may reuse it only when it is the embedding of the whole query text
-            if state is not None and len(text) <= EMBED_MAX_CHARS:
+            if state is not None:
                 state.embedding = embedding
     assessment = assess(messages, embedding=embedding)
     candidates, providers = _candidates(hooks, principal)

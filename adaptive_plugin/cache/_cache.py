@@ -22,6 +22,7 @@ from adaptive_plugin.cache._index import PartitionIndex
 from adaptive_plugin.cache._request import RequestKey, bypass_reason, request_key, unstorable_reason
 from adaptive_plugin.cache._store import EntryMeta, EntryStore
 from adaptive_plugin.cache._verifier import Verifier
+from adaptive_plugin.embedding import EMBED_MAX_CHARS, embedding_text
 from adaptive_plugin.errors import CacheError, CacheIndexError
 
 __all__ = ["CacheResult", "Outcome", "SemanticCache"]
@@ -320,7 +321,7 @@ class SemanticCache:
     ) -> CacheResult:
         """Serve a cached response for this request if one answers it; never raises on a miss.
 
-        `embedding` is the precomputed vector of `query_text(messages)`; without it the
+        `embedding` is the precomputed vector of `embedding_text(query_text(messages))`; without it the
         cache embeds the text itself, but only after the exact layer has missed.
         """
         started = time.perf_counter()
@@ -350,7 +351,7 @@ class SemanticCache:
             index = self._indexes.get(key.partition)
             if index is None:
                 return CacheResult("miss", None, None, "nothing cached for this partition")
-        vector = embedding if embedding is not None else self.embedder.embed_one(key.query)
+        vector = embedding if embedding is not None else self.embedder.embed_one(embedding_text(key.query))
         with self._lock:
             hits = index.search(vector, self.candidates)
         best: float | None = hits[0][1] if hits else None
@@ -361,6 +362,10 @@ class SemanticCache:
             with self._lock:
                 meta = self._entries.get(row_id)
             if meta is None or meta.expires_at <= now:
+                continue
+            if key.query[EMBED_MAX_CHARS:] != meta.query_text[EMBED_MAX_CHARS:]:
+                # only the first EMBED_MAX_CHARS characters are embedded: beyond them, texts must match
+                why = f"texts differ beyond the embedded first {EMBED_MAX_CHARS} characters"
                 continue
             if self.guards:
                 near = near_miss_reason(key.query, meta.query_text)
@@ -413,7 +418,7 @@ class SemanticCache:
             log.debug("semantic cache skipped a store: %s", reason)
             metrics.CACHE_STORES.labels(result="skipped").inc()
             return False
-        vector = embedding if embedding is not None else self.embedder.embed_one(key.query)
+        vector = embedding if embedding is not None else self.embedder.embed_one(embedding_text(key.query))
         vector = np.asarray(vector, dtype=np.float32).reshape(-1)
         norm = float(np.linalg.norm(vector))
         if not np.isfinite(norm) or norm == 0.0:

@@ -230,3 +230,20 @@ def test_default_engine_is_sqlite_in_directory(make_cache: Any, tmp_path: Path) 
     cache = make_cache(tmp_path / "d")
     assert cache.engine.dialect.name == "sqlite"
     assert (tmp_path / "d" / "cache.db").exists()
+
+
+def test_long_texts_match_only_when_identical_beyond_the_embedded_prefix(tmp_path, embedder) -> None:  # type: ignore[no-untyped-def]
+    from adaptive_plugin.cache import SemanticCache
+    from adaptive_plugin.embedding import EMBED_MAX_CHARS
+
+    cache = SemanticCache(tmp_path, embedder=embedder)
+    prefix = "Please review the following configuration file and tell me what is wrong with it. " * 8
+    assert len(prefix) > EMBED_MAX_CHARS
+    stored = [{"role": "user", "content": prefix + "The port is 8080 and the host is localhost."}]
+    response = {"id": "r", "object": "chat.completion", "model": "m",
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": "ok"}, "finish_reason": "stop"}]}
+    cache.put("s", stored, response, {"model": "m"})
+    different_tail = [{"role": "user", "content": prefix + "The port is 9090 and the host is example.org."}]
+    assert cache.lookup("s", different_tail, {"model": "m"}).outcome == "miss"
+    assert cache.lookup("s", stored, {"model": "m"}).outcome == "hit-exact"
+    cache.close()
