@@ -125,9 +125,11 @@ marker, `Cache-Control: no-store, no-cache`. {summary}.
 
 **{verdict}**: {'all checks hold' if report.ok else '; '.join(report.problems)}. Wrong-key check: every logged call
 uses a known key on its own provider's path; each successful response's call (found by the fake's
-call id in the response id) used the requesting project's key or the pooled key of that provider;
+call id, which LiteLLM forwards as the `llm_provider-(x-)request-id` header) used the requesting
+project's key or the pooled key of that provider, and the very key the x-adaptive-key-* headers name;
 and for every key label, the calls in the fake provider's log equal the attempts the ledger
-reports for the owning project (fallback entries plus the final key)."""
+reports for the owning project (fallback entries plus the final key), up to one silent same-key
+retry per connection reset (LiteLLM's own HTTP handler on the Anthropic path retries a reset once)."""
         write_section("Load with faults", body)
     if not args.keep:
         import shutil

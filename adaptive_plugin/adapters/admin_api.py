@@ -2,7 +2,7 @@
 
 Every route but `/adaptive/select-model` needs the LiteLLM master key; `select-model` also
 accepts a project key and answers for that project. Input is validated by pydantic (422 names
-the field); our errors become JSON `{"error": {"message", "code"}}` with their status code.
+the field); our errors become JSON `{"detail": {"message", "code"}}` with their status code.
 Provider keys are never returned: views carry a fingerprint and the last four characters.
 """
 
@@ -64,7 +64,7 @@ def build_router(hooks: AdaptiveHooks) -> APIRouter:
         except AdaptiveError as exc:
             raise as_http(exc) from exc
         except ValueError as exc:  # e.g. a bad group_by field
-            raise HTTPException(status_code=422, detail={"message": str(exc), "code": "invalid_parameter"}) from exc
+            raise HTTPException(status_code=400, detail={"message": str(exc), "code": "invalid_parameter"}) from exc
 
     admin = [Depends(master_only)]
 
@@ -140,7 +140,7 @@ def build_router(hooks: AdaptiveHooks) -> APIRouter:
 
     @router.get("/requests", dependencies=admin, summary="The request log, newest first")
     async def requests_log(project_id: str | None = None, limit: int = Query(100, ge=1, le=1000),
-                           offset: int = Query(0, ge=0)) -> list[dict[str, Any]]:
+                           offset: int = Query(0, ge=0, le=2**31 - 1)) -> list[dict[str, Any]]:
         rows = await call(lambda: ctx.ledger.requests(project_id=project_id, limit=limit, offset=offset))
         for row in rows:
             row["ts"] = row["ts"].isoformat() if hasattr(row.get("ts"), "isoformat") else row.get("ts")

@@ -78,6 +78,8 @@ class AdaptiveCacheBackend(BaseCache):
             return None
         state.cache_outcome = result.outcome
         state.similarity = result.similarity
+        if state.embedding is None and result.embedding is not None:
+            state.embedding = result.embedding  # the store after a miss reuses it: one embedding per request
         if result.response is None:
             return None
         return {"timestamp": time.time(), "response": json.dumps(result.response)}
@@ -118,4 +120,5 @@ class AdaptiveCacheBackend(BaseCache):
         return None
 
     async def disconnect(self) -> None:
-        return None
+        """LiteLLM's shutdown calls this: write queued ledger rows and the cache index."""
+        await asyncio.to_thread(self.hooks.ctx.close)

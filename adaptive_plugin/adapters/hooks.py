@@ -70,8 +70,9 @@ class AdaptiveHooks(CustomLogger):
         """Register the cache backend and admin routes; the router strategy follows the router."""
         from adaptive_plugin.adapters import admin_api, cache_backend
 
-        if self.ctx.cache is not None:
-            litellm.cache = litellm.Cache(type="local", _backend=cache_backend.AdaptiveCacheBackend(self))
+        # installed even with the cache off: LiteLLM's shutdown calls the backend's disconnect(),
+        # which writes the queued ledger rows; requests then carry caching=False
+        litellm.cache = litellm.Cache(type="local", _backend=cache_backend.AdaptiveCacheBackend(self))
         admin_api.mount(self)
         try:
             loop = asyncio.get_running_loop()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from decimal import Decimal
@@ -57,25 +58,28 @@ class Ledger:
         self._queue.put(row.model_dump())
 
     def _run(self) -> None:
+        """Collect rows until `flush_seconds` after the first one (or a full batch), then write."""
         pending: list[dict[str, Any]] = []
         stop = False
+        deadline = 0.0
         while not stop:
+            timeout = self._flush_seconds if not pending else max(deadline - time.monotonic(), 0.0)
             try:
-                item = self._queue.get(timeout=self._flush_seconds)
+                item = self._queue.get(timeout=timeout)
                 if item is None:
                     stop = True
                 else:
-                    pending.append(item)
-                while len(pending) < self._batch_size:
-                    item = self._queue.get_nowait()
-                    if item is None:
-                        stop = True
-                        break
+                    if not pending:
+                        deadline = time.monotonic() + self._flush_seconds
                     pending.append(item)
             except queue.Empty:
                 pass
-            if pending:
+            if pending and (stop or len(pending) >= self._batch_size or time.monotonic() >= deadline):
                 pending = self._write(pending)
+                if pending:  # the database refused: try again after another interval
+                    deadline = time.monotonic() + self._flush_seconds
+        if pending:
+            self._write(pending)
 
     def _write(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Write rows; on a database error keep them for the next round (returned)."""

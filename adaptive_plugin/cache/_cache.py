@@ -9,7 +9,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -47,6 +47,7 @@ class CacheResult:
     response: dict[str, Any] | None
     similarity: float | None
     reason: str
+    embedding: np.ndarray | None = field(default=None, repr=False, compare=False)  # computed by this lookup
 
     @property
     def hit(self) -> bool:
@@ -380,7 +381,7 @@ class SemanticCache:
             response = self._serve(row_id, now)
             if response is not None:
                 return CacheResult("hit-semantic", response, similarity, f"similar request ({similarity:.3f})")
-        return CacheResult("miss", None, best, why)
+        return CacheResult("miss", None, best, why, embedding=vector)
 
     def _serve(self, row_id: int, now: float) -> dict[str, Any] | None:
         """The stored response, or None (and the entry dropped) if another worker removed it."""

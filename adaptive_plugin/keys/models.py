@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Literal
 
@@ -75,7 +75,21 @@ class ProviderKeyCreate(BaseModel):
         return self
 
 
-class ProjectView(BaseModel):
+def _utc(value: datetime | None) -> datetime | None:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
+
+
+class _View(BaseModel):
+    @field_validator("created_at", "revoked_at", check_fields=False)
+    @classmethod
+    def _aware(cls, value: datetime | None) -> datetime | None:
+        return _utc(value)
+
+
+class ProjectView(_View):
     id: str
     name: str
     plan: Plan
@@ -86,7 +100,7 @@ class ProjectView(BaseModel):
     created_at: datetime
 
 
-class ApiKeyView(BaseModel):
+class ApiKeyView(_View):
     id: str
     project_id: str
     environment: Environment
@@ -99,7 +113,7 @@ class ApiKeyCreated(ApiKeyView):
     api_key: str = Field(description="Shown once; only its hash is stored.")
 
 
-class ProviderKeyView(BaseModel):
+class ProviderKeyView(_View):
     id: str
     project_id: str
     environment: Environment

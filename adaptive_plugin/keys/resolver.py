@@ -27,7 +27,7 @@ def classify_failure(status_code: int | None, message: str, *, timeout: bool = F
     text = message.lower()
     if timeout:
         return "timeout"
-    if connection:
+    if connection or "connection error" in text or "connection reset" in text or "connection aborted" in text:
         return "connection"
     if "insufficient_quota" in text or "exceeded your current quota" in text or "credit balance" in text:
         return "quota"

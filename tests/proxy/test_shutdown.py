@@ -15,7 +15,7 @@ from tests.proxy.gateway import Gateway, byok_key, chat
 
 
 def test_sigterm_writes_every_queued_ledger_row(fake_provider: FakeProvider, tmp_path: Path) -> None:
-    # a flush interval far longer than the test: rows are only written by the shutdown path
+    # a flush interval far longer than the test: the rows are written by the shutdown path only
     env = gateway_env(fake_provider, tmp_path, ADAPTIVE_LEDGER_FLUSH_SECONDS="300")
     proxy = ProxyProcess(demo_config(), env=env, log_path=tmp_path / "proxy.log").start()
     gw = Gateway(proxy=proxy, fake=fake_provider, master=MASTER_KEY, state_dir=tmp_path, database_url="", env=env)
