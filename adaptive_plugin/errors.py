@@ -9,6 +9,7 @@
     ├── KeysError
     │   ├── AuthenticationError      unknown, revoked or malformed project API key (401)
     │   ├── PlanError                plan does not allow the operation (403)
+    │   ├── ModelNotAllowedError     model outside the project's allow-list (403)
     │   ├── NotFoundError            project, API key or provider key not found (404)
     │   ├── VaultError               master key wrong or missing, ciphertext rejected
     │   └── NoKeyAvailableError      no usable key for the provider under the project's policy
@@ -34,6 +35,7 @@ __all__ = [
     "DatabaseUnavailableError",
     "EmbeddingModelError",
     "KeysError",
+    "ModelNotAllowedError",
     "NoCandidateError",
     "NoKeyAvailableError",
     "NotFoundError",
@@ -97,6 +99,11 @@ class AuthenticationError(KeysError):
 class PlanError(KeysError):
     status_code = 403
     code = "plan_not_allowed"
+
+
+class ModelNotAllowedError(KeysError):
+    status_code = 403
+    code = "model_not_allowed"
 
 
 class NotFoundError(KeysError):

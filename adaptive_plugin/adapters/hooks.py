@@ -33,7 +33,7 @@ from adaptive_plugin.adapters.state import STATE_KEY, RequestRegistry, RequestSt
 from adaptive_plugin.billing import Usage
 from adaptive_plugin.config import Settings
 from adaptive_plugin.context import PluginContext
-from adaptive_plugin.errors import AdaptiveError, RoutingError
+from adaptive_plugin.errors import AdaptiveError, ModelNotAllowedError, RoutingError
 from adaptive_plugin.keys import Principal, classify_failure
 
 log = logging.getLogger("adaptive_plugin")
@@ -175,7 +175,7 @@ class AdaptiveHooks(CustomLogger):
 
     def _check_allowed(self, principal: Principal, model: str) -> None:
         if principal.allowed_models is not None and model not in principal.allowed_models:
-            raise _forbidden(f"project {principal.project_name!r} may not use model {model!r}; "
+            raise ModelNotAllowedError(f"project {principal.project_name!r} may not use model {model!r}; "
                              f"allowed: {', '.join(sorted(principal.allowed_models)) or 'none'}")
 
     def _apply_cache_control(self, state: RequestState, data: dict, headers: dict[str, str]) -> None:
@@ -327,12 +327,6 @@ class AdaptiveHooks(CustomLogger):
 
 
 RETIRE_AFTER_SECONDS = 10.0
-
-
-def _forbidden(message: str) -> AdaptiveError:
-    from adaptive_plugin.errors import PlanError
-
-    return PlanError(message)
 
 
 def _request_headers(data: dict) -> dict[str, str]:
