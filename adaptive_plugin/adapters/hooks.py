@@ -168,8 +168,8 @@ class AdaptiveHooks(CustomLogger):
         if state.requested_model == self.settings.auto_model_name:
             await routing.route(self, state, data, own, headers)
         else:
-            if "cost_bias" in own or "x-adaptive-cost-bias" in headers:
-                routing.parse_cost_bias(own.get("cost_bias", headers.get("x-adaptive-cost-bias")), None)
+            if "cost_bias" in own or routing.COST_BIAS_HEADER in headers:  # validated, though unused
+                routing.parse_cost_bias(own.get("cost_bias", headers.get(routing.COST_BIAS_HEADER)), None)
             self._check_allowed(state.principal, state.requested_model)
             state.model_group = state.requested_model
 

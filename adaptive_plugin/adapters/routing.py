@@ -71,10 +71,14 @@ def _candidates(hooks: AdaptiveHooks, principal: Principal) -> tuple[list[Candid
 
 
 async def decide(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any], headers: dict[str, str],
-                 state: RequestState | None = None) -> tuple[Decision, Assessment, float]:
-    """Score the request once (sharing its embedding through `state`) and rank the candidates."""
+                 requested_bias: Any = None, state: RequestState | None = None) -> tuple[Decision, Assessment, float]:
+    """Score the request once (sharing its embedding through `state`) and rank the candidates.
+
+    `requested_bias` is the body's `cost_bias`; the header, the project's default and the
+    setting follow in that order.
+    """
     default = principal.default_cost_bias if principal.default_cost_bias is not None else hooks.settings.default_cost_bias
-    bias = parse_cost_bias(body.pop("cost_bias", headers.get(COST_BIAS_HEADER)), default)
+    bias = parse_cost_bias(requested_bias if requested_bias is not None else headers.get(COST_BIAS_HEADER), default)
     assert bias is not None
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
@@ -97,10 +101,7 @@ async def decide(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any
 async def route(hooks: AdaptiveHooks, state: RequestState, data: dict, own: dict, headers: dict[str, str]) -> None:
     """Rewrite an `auto` request to the chosen model group with the rest as fallbacks."""
     started = time.perf_counter()
-    if "cost_bias" in own:
-        data["cost_bias"] = own["cost_bias"]
-    decision, _assessment, _bias = await decide(hooks, state.principal, data, headers, state)
-    data.pop("cost_bias", None)
+    decision, _assessment, _bias = await decide(hooks, state.principal, data, headers, own.get("cost_bias"), state)
     chosen = decision.chosen.model_group
     rest = [c.model_group for c in decision.ordered[1:]]
     data["model"] = chosen
@@ -117,7 +118,8 @@ async def route(hooks: AdaptiveHooks, state: RequestState, data: dict, own: dict
 
 async def explain(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     """The decision `route` would make, for `POST /adaptive/select-model`."""
-    decision, assessment, bias = await decide(hooks, principal, dict(body), headers)
+    body = dict(body)
+    decision, assessment, bias = await decide(hooks, principal, body, headers, body.pop("cost_bias", None))
     return {
         "model": decision.chosen.model_group,
         "provider": decision.chosen.provider,
