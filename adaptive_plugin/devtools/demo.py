@@ -30,8 +30,10 @@ FAKE_KEYS = {
 }
 REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("auto", "Hi! How are you today?", {}),
-    ("auto", "Write a Python function that parses an ISO-8601 duration such as P3DT4H12M into seconds, "
-             "with unit tests for edge cases, and explain its time complexity step by step.", {}),
+    ("auto", "Implement a thread-safe LRU cache in Python with O(1) get and put and a TTL per entry, write unit "
+             "tests for eviction order, concurrent access and expiry, and explain the complexity of each operation "
+             "step by step.\n\n```python\nclass LRUCache:\n    def __init__(self, capacity: int, ttl: float):\n"
+             "        ...\n```", {}),
     ("auto", "Hello! How are you doing today?", {}),
     ("auto", "A train leaves at 3:40 pm and travels 210 km at 84 km/h, then 95 km at 76 km/h. "
              "Step by step, at what time does it arrive?", {"cost_bias": 0.9}),
