@@ -10,7 +10,6 @@ from typing import Any
 from adaptive_plugin import metrics
 from adaptive_plugin.adapters.state import RequestState
 from adaptive_plugin.billing import Fee, FeeRates, Usage, compute_fee, micros_to_usd, usage_from_response, usd_to_micros
-from adaptive_plugin.db.tables_billing import UsageRow
 
 CACHE_HITS = ("hit-exact", "hit-semantic")
 
@@ -72,12 +71,13 @@ def ledger_row(
     outcome: str = "success",
     status_code: int = 200,
     error_code: str | None = None,
-) -> UsageRow:
+) -> dict[str, Any]:
+    """One ledger row as a plain dict with every `UsageRow` column (no ORM object on the hot path)."""
     now = datetime.now(timezone.utc)
     choice = state.keys.last_choice
     source = key_source(state) if outcome == "success" else (choice.source if choice else "none")
     provider_cost = 0 if state.cache_outcome in CACHE_HITS or outcome != "success" else usd_to_micros(response_cost)
-    return UsageRow(
+    return dict(
         request_id=state.rid,
         ts=now,
         day=now.strftime("%Y-%m-%d"),
@@ -107,23 +107,23 @@ def ledger_row(
     )
 
 
-def record_metrics(row: UsageRow, *, project_labels: bool) -> None:
-    extra = {"project": row.project_id} if project_labels else {}
-    cache_label = row.cache
+def record_metrics(row: dict[str, Any], *, project_labels: bool) -> None:
+    extra = {"project": row["project_id"]} if project_labels else {}
+    provider = row["provider"] or "unknown"
     metrics.REQUESTS.labels(
-        model_group=row.model_group or "unknown", provider=row.provider or "unknown", key_source=row.key_source,
-        cache=cache_label, outcome=row.outcome, **extra,
+        model_group=row["model_group"] or "unknown", provider=provider, key_source=row["key_source"],
+        cache=row["cache"], outcome=row["outcome"], **extra,
     ).inc()
-    if row.outcome != "success":
+    if row["outcome"] != "success":
         return
-    for kind, value in (("input", row.input_tokens), ("cached_input", row.cached_tokens), ("output", row.output_tokens)):
-        if value:
-            metrics.TOKENS.labels(provider=row.provider or "unknown", key_source=row.key_source, kind=kind, **extra).inc(value)
+    for kind, field in (("input", "input_tokens"), ("cached_input", "cached_tokens"), ("output", "output_tokens")):
+        if row[field]:
+            metrics.TOKENS.labels(provider=provider, key_source=row["key_source"], kind=kind, **extra).inc(row[field])
     # Counters take floats; micro-dollar integers divided once keep sums exact to the micro-dollar
     # for any realistic total (< 2**53 micro-dollars).
-    metrics.OVERHEAD_FEE.labels(key_source=row.key_source, cache=cache_label, **extra).inc(row.overhead_fee_micros / 1e6)
-    if row.model_cost_micros:
-        metrics.MODEL_COST.labels(provider=row.provider or "unknown", **extra).inc(row.model_cost_micros / 1e6)
+    metrics.OVERHEAD_FEE.labels(key_source=row["key_source"], cache=row["cache"], **extra).inc(row["overhead_fee_micros"] / 1e6)
+    if row["model_cost_micros"]:
+        metrics.MODEL_COST.labels(provider=provider, **extra).inc(row["model_cost_micros"] / 1e6)
     metrics.LEDGER_ROWS.inc()
 
 

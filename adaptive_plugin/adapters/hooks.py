@@ -184,7 +184,9 @@ class AdaptiveHooks(CustomLogger):
         state.no_store = "no-store" in directives
         enabled = self.ctx.cache is not None and state.principal.cache_enabled
         if not enabled or (state.no_cache and state.no_store):
+            # no lookup, and no serialising of the response for a store that would be skipped
             data["caching"] = False
+            data["cache"] = {"no-cache": True, "no-store": True}
             state.cache_outcome = "bypass"
             return
         data["caching"] = True

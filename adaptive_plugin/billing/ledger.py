@@ -12,7 +12,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Any
@@ -54,8 +54,9 @@ class Ledger:
                 self._thread = threading.Thread(target=self._run, name="adaptive-ledger", daemon=True)
                 self._thread.start()
 
-    def record(self, row: UsageRow) -> None:
-        self._queue.put(row.model_dump())
+    def record(self, row: UsageRow | Mapping[str, Any]) -> None:
+        """Queue one row (a `UsageRow` or a dict with its columns); never touches the database."""
+        self._queue.put(dict(row) if isinstance(row, Mapping) else row.model_dump())
 
     def _run(self) -> None:
         """Collect rows until `flush_seconds` after the first one (or a full batch), then write."""
