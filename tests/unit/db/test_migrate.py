@@ -285,3 +285,33 @@ def test_postgres_ledger_and_keys_round_trip(pg_schema_url: str) -> None:
         assert ledger.provider_spend_micros("pk", "day") == 10
     finally:
         engine.dispose()
+
+
+def test_truncated_sqlite_file_is_a_clear_error_and_is_left_alone(tmp_path: Path) -> None:
+    import sqlite3
+
+    import sqlalchemy as sa
+
+    from adaptive_plugin.db import make_engine, migrate
+    from adaptive_plugin.errors import SchemaError
+
+    path = tmp_path / "adaptive.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    with engine.begin() as conn:
+        for i in range(400):
+            conn.execute(sa.text("INSERT INTO adaptive_project (id, name, plan, fallback, cache_enabled, created_at) "
+                                 "VALUES (:i, :n, 'team', 'pooled', 1, '2026-01-01')"), {"i": f"p{i}", "n": f"name {i}" * 5})
+    engine.dispose()
+    conn2 = sqlite3.connect(path)
+    conn2.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn2.close()
+    for extra in ("-wal", "-shm"):
+        (tmp_path / f"adaptive.db{extra}").unlink(missing_ok=True)
+    size = path.stat().st_size
+    with path.open("r+b") as fh:
+        fh.truncate(size // 2)
+    truncated = path.read_bytes()
+    with pytest.raises(SchemaError, match="cannot be migrated"):
+        migrate(make_engine(f"sqlite:///{path}"))
+    assert path.read_bytes() == truncated
