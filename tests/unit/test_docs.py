@@ -11,6 +11,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from adaptive_plugin import errors, metrics
 from adaptive_plugin.config import ENV_PREFIX, Settings
+from tests.unit._trees import drawn_tree
 
 DOCS = Path(__file__).resolve().parents[2] / "docs"
 
@@ -76,19 +77,11 @@ def test_error_is_documented_with_status_and_code(name: str) -> None:
 def test_error_tree_drawing_matches_the_classes() -> None:
     text = ERRORS_DOC.read_text()
     drawing = text.split("```", 2)[1]
-    drawn: dict[str, tuple[str, int, str]] = {}
-    parents: dict[str, str | None] = {}
-    stack: list[tuple[int, str]] = []
-    for line in drawing.splitlines():
-        m = re.match(r"^(?P<indent>[\s│├└─]*)(?P<name>\w+Error)\s+(?P<status>\d{3})\s+(?P<code>[a-z_]+)\s*$", line)
-        if not m:
-            continue
-        depth = len(m.group("indent"))
-        while stack and stack[-1][0] >= depth:
-            stack.pop()
-        parents[m.group("name")] = stack[-1][1] if stack else None
-        stack.append((depth, m.group("name")))
-        drawn[m.group("name")] = (m.group("name"), int(m.group("status")), m.group("code"))
+    parents = drawn_tree(drawing)
+    drawn = {
+        m.group("name"): (m.group("name"), int(m.group("status")), m.group("code"))
+        for m in re.finditer(r"(?P<name>\w+Error)\s+(?P<status>\d{3})\s+(?P<code>[a-z_]+)\s*$", drawing, re.MULTILINE)
+    }
     assert set(drawn) == set(ERROR_CLASSES)
     for name, cls in ERROR_CLASSES.items():
         assert drawn[name][1:] == (cls.status_code, cls.code), name

@@ -9,6 +9,7 @@ import pytest
 
 from adaptive_plugin import errors
 from adaptive_plugin.errors import AdaptiveError
+from tests.unit._trees import drawn_tree
 
 CLASSES = [obj for _, obj in inspect.getmembers(errors, inspect.isclass) if issubclass(obj, AdaptiveError)]
 LEAVES = [cls for cls in CLASSES if not cls.__subclasses__()]
@@ -73,23 +74,7 @@ def test_branches_catch_their_leaves() -> None:
         raise errors.NoCandidateError("none")
 
 
-def _drawn_tree(text: str) -> dict[str, str | None]:
-    """name -> parent, parsed from an ASCII tree drawn with ├── / └──."""
-    parents: dict[str, str | None] = {}
-    stack: list[tuple[int, str]] = []
-    for line in text.splitlines():
-        m = re.match(r"^(?P<indent>[\s│├└─]*?)(?P<name>[A-Z][A-Za-z]+Error)\b", line.strip("\n"))
-        if not m:
-            continue
-        depth = len(m.group("indent"))
-        while stack and stack[-1][0] >= depth:
-            stack.pop()
-        parents[m.group("name")] = stack[-1][1] if stack else None
-        stack.append((depth, m.group("name")))
-    return parents
-
-
 def test_module_docstring_draws_the_real_tree() -> None:
-    drawn = _drawn_tree(errors.__doc__ or "")
+    drawn = drawn_tree(errors.__doc__ or "")
     real = {cls.__name__: (None if cls is AdaptiveError else cls.__mro__[1].__name__) for cls in CLASSES}
     assert drawn == real

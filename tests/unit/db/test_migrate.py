@@ -31,19 +31,20 @@ def version(engine: Engine) -> int:
         return int(conn.execute(sa.text("SELECT version FROM adaptive_schema_version WHERE id = 1")).scalar_one())
 
 
-def run_concurrently(n: int, target: object) -> tuple[list[int], list[BaseException]]:
+def migrate_concurrently(engines: list[Engine]) -> tuple[list[int], list[BaseException]]:
+    """Run migrate() on every engine at once, one thread each, released together."""
     results: list[int] = []
     errors: list[BaseException] = []
-    barrier = threading.Barrier(n)
+    barrier = threading.Barrier(len(engines))
 
-    def worker() -> None:
+    def worker(engine: Engine) -> None:
         barrier.wait()
         try:
-            results.append(target())  # type: ignore[operator]
+            results.append(migrate(engine))
         except BaseException as exc:  # noqa: BLE001 - reported by the assertion below
             errors.append(exc)
 
-    threads = [threading.Thread(target=worker) for _ in range(n)]
+    threads = [threading.Thread(target=worker, args=(engine,)) for engine in engines]
     for t in threads:
         t.start()
     for t in threads:
@@ -84,16 +85,8 @@ def test_migrate_is_idempotent(sqlite_url: str) -> None:
 
 def test_concurrent_migrations_on_sqlite(sqlite_url: str) -> None:
     engines = [make_engine(sqlite_url) for _ in range(8)]  # one per "worker process"
-    it = iter(engines)
-    lock = threading.Lock()
-
-    def one() -> int:
-        with lock:
-            engine = next(it)
-        return migrate(engine)
-
     try:
-        results, errors = run_concurrently(8, one)
+        results, errors = migrate_concurrently(engines)
         assert errors == []
         assert sorted(results) == [0] + [SCHEMA_VERSION] * 7  # exactly one worker created the schema
         assert version(engines[0]) == SCHEMA_VERSION
@@ -237,16 +230,8 @@ def test_postgres_migrate_is_idempotent(pg_schema_url: str) -> None:
 @pytest.mark.postgres
 def test_postgres_concurrent_migrations(pg_schema_url: str) -> None:
     engines = [make_engine(pg_schema_url) for _ in range(6)]  # one per replica
-    it = iter(engines)
-    lock = threading.Lock()
-
-    def one() -> int:
-        with lock:
-            engine = next(it)
-        return migrate(engine)
-
     try:
-        results, errors = run_concurrently(6, one)
+        results, errors = migrate_concurrently(engines)
         assert errors == []
         assert sorted(results) == [0] + [SCHEMA_VERSION] * 5
         with engines[0].connect() as conn:

@@ -1,4 +1,4 @@
-"""A migrated SQLite database per test."""
+"""Unit-test fixtures shared by capabilities: a migrated SQLite database per test."""
 
 from __future__ import annotations
 
