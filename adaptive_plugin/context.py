@@ -10,8 +10,7 @@ Building fails fast with a `ConfigError`, `StorageError`, `VaultError` or
 from __future__ import annotations
 
 import logging
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -37,7 +36,6 @@ class PluginContext:
     embedder: Embedder | None
     cache: Any | None  # adaptive_plugin.cache.SemanticCache
     principals: SyncedCache[str, Principal]
-    started_at: float = field(default_factory=time.time)
     closed: bool = False
 
     @classmethod

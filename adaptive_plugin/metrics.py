@@ -6,15 +6,15 @@ labels are off unless the operator sets `ADAPTIVE_METRICS_PROJECT_LABELS=true`, 
 `project` label to the request and fee counters.
 
 The proxy may run several workers: set PROMETHEUS_MULTIPROC_DIR in the launch environment
-(wiped on start) and the values are aggregated per scrape by `render_latest()`.
+(wiped on start). LiteLLM's own `/metrics` (the `prometheus` callback) serves these series,
+aggregating the workers' files with a MultiProcessCollector; the plugin mounts no second endpoint.
 """
 
 from __future__ import annotations
 
 import os
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
-from prometheus_client import multiprocess
+from prometheus_client import Counter, Gauge, Histogram
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.004, 0.008, 0.016, 0.032, 0.064, 0.128, 0.256, 0.512, 1.0, 2.5)
 
@@ -86,13 +86,3 @@ LEDGER_ROWS = Counter(
     "Usage rows written to the ledger.",
 )
 
-
-def render_latest() -> bytes:
-    """Exposition text for a scrape: multiprocess-aggregated when PROMETHEUS_MULTIPROC_DIR is set."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
-        registry = CollectorRegistry()
-        multiprocess.MultiProcessCollector(registry)
-        return generate_latest(registry)
-    from prometheus_client import REGISTRY
-
-    return generate_latest(REGISTRY)

@@ -59,11 +59,7 @@ class AdaptiveCacheBackend(BaseCache):
         state = self._state(kwargs)
         if state is None or state.no_cache:
             return None
-        started = time.perf_counter()
-        try:
-            return await asyncio.to_thread(self._lookup, state, kwargs)
-        finally:
-            state.plugin_seconds += time.perf_counter() - started
+        return await asyncio.to_thread(self._lookup, state, kwargs)
 
     def _lookup(self, state: RequestState, kwargs: dict[str, Any]) -> Any:
         cache = self.hooks.ctx.cache

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import litellm
@@ -28,7 +28,6 @@ class DeploymentInfo:
     supports_tools: bool
     supports_vision: bool
     supports_json: bool
-    extra: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 def provider_of(litellm_params: dict[str, Any]) -> str:
@@ -101,9 +100,6 @@ class DeploymentIndex:
             info = describe(deployment)
             self._by_id[dep_id] = info
         return info
-
-    def all(self) -> list[DeploymentInfo]:
-        return list(self._by_id.values())
 
     def groups(self) -> dict[str, list[DeploymentInfo]]:
         out: dict[str, list[DeploymentInfo]] = {}

@@ -153,7 +153,6 @@ class AdaptiveHooks(CustomLogger):
             self._retire(state)
             raise http_error(exc) from exc
         finally:
-            state.plugin_seconds += time.perf_counter() - started
             metrics.PLUGIN_LATENCY_SECONDS.labels(stage="pre_call").observe(time.perf_counter() - started)
         return data
 
@@ -224,7 +223,7 @@ class AdaptiveHooks(CustomLogger):
             # a customer key: never reuse a client built with another key
             out["api_key"] = choice.key.secret
             out["client"] = None
-        state.plugin_seconds += time.perf_counter() - started
+        metrics.PLUGIN_LATENCY_SECONDS.labels(stage="key_resolution").observe(time.perf_counter() - started)
         return out
 
     async def async_post_call_failure_deployment_hook(

@@ -32,8 +32,6 @@ class RequestState:
     route_order: list[str] = field(default_factory=list)
     keys: RequestKeyState = field(default_factory=RequestKeyState)
     provider: str = ""
-    plugin_seconds: float = 0.0
-    fee_micros: int | None = None
     finished: bool = False
 
 

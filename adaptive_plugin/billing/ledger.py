@@ -14,7 +14,6 @@ import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timezone
-from decimal import Decimal
 from typing import Any
 
 import sqlalchemy as sa
@@ -196,6 +195,3 @@ class Ledger:
         with session_scope(self.engine) as s:
             return int(s.execute(q).scalar_one())
 
-
-def decimal_usd(micros: int) -> Decimal:
-    return micros_to_usd(micros)

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptive_plugin.cache._features import SCALAR_NAMES, Vocabulary, scalar_features
+from adaptive_plugin.cache._features import Vocabulary, scalar_features
 from adaptive_plugin.cache._guards import near_miss_reason
 from adaptive_plugin.cache._verifier import DEFAULT_ARTIFACT, Verifier
 

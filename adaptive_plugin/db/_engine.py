@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -120,6 +119,3 @@ def migrate(engine: Engine) -> int:
 # Columns added to existing tables in later versions go here.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {}
 
-
-def default_database_url(state_dir: str | os.PathLike[str]) -> str:
-    return f"sqlite:///{Path(state_dir) / 'adaptive.db'}"
