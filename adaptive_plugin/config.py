@@ -49,6 +49,12 @@ class Settings(BaseSettings):
     embedding_model_name: str | None = Field(
         None, description="A fastembed model name to download instead of the offline model (needs internet)."
     )
+    embedding_threads: int = Field(
+        2, ge=1, le=64, description="onnxruntime threads per embedding (2 halves a short prompt's latency on 2 cores)."
+    )
+    gc_freeze: bool = Field(
+        True, description="Freeze the proxy's start-up heap out of the garbage collector (no full-collection pauses)."
+    )
     overhead_input_usd_per_mtok: Decimal = Field(Decimal("0.10"), ge=0, description="Gateway fee per 1M input tokens, USD.")
     overhead_output_usd_per_mtok: Decimal = Field(Decimal("0.20"), ge=0, description="Gateway fee per 1M output tokens, USD.")
     cache_hit_fee_discount: Decimal = Field(

@@ -97,8 +97,10 @@ class PluginContext:
 
 def load_embedder(settings: Settings) -> Embedder:
     if settings.embedding_model_name:
-        return Embedder.from_name(settings.embedding_model_name, cache_dir=str(settings.state_dir / "models"))
-    return Embedder.from_directory(settings.embedding_model_dir or default_model_dir())
+        return Embedder.from_name(
+            settings.embedding_model_name, cache_dir=str(settings.state_dir / "models"), threads=settings.embedding_threads
+        )
+    return Embedder.from_directory(settings.embedding_model_dir or default_model_dir(), threads=settings.embedding_threads)
 
 
 def _open_cache(settings: Settings, engine: Engine, embedder: Embedder) -> Any:

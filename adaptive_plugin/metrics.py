@@ -62,7 +62,7 @@ CACHE_EVICTIONS = Counter(
 )
 CACHE_STORES = Counter(
     "adaptive_cache_stores_total",
-    "Responses stored in the semantic cache, by result (stored, skipped).",
+    "Responses stored in the semantic cache, by result (stored, skipped, failed).",
     ("result",),
 )
 ROUTING_DECISIONS = Counter(

@@ -4,7 +4,7 @@
                              [--profile FILE.svg]
 
 For each fake-provider latency (a fixed sleep per successful call, provider in its own process)
-it starts, one at a time, `litellm --config` proxies with one worker:
+it starts these `litellm --config` proxies side by side, one worker each:
 
   (a)  bare LiteLLM: config/demo.yaml minus the plugin callback, custom_auth and our retry
        policy (prometheus callback kept), master-key auth, pooled key;
@@ -15,7 +15,10 @@ it starts, one at a time, `litellm --config` proxies with one worker:
   (c)  the cache-hit path on (b): one prompt, stored by a warm-up request, then repeated.
 
 At every concurrency level the same number of requests (after a warm-up of `--warmup`) is sent
-by an aiohttp client whose connection pool matches the concurrency. Printed: p50/p95/p99
+by an aiohttp client whose connection pool matches the concurrency, in `--rounds` turns per
+variant that alternate between the variants (a, b', b, ..., then b, b', a, ...): slow drift of
+the machine (other jobs, CPU clocks) then affects every variant alike instead of whichever
+happened to run during it. The idle proxies cost nothing measurable while another is measured. Printed: p50/p95/p99
 latency, throughput, the ratios (b)/(a) and the differences in ms, the local embedding time
 (p50, measured in this process on the same kind of prompts), the proxy's own
 adaptive_cache_lookup_seconds / adaptive_plugin_latency_seconds means, and the targets.
@@ -34,6 +37,7 @@ import statistics
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +51,7 @@ from bench._common import (  # noqa: E402
     POOLED_KEYS,
     Admin,
     FakeProviderProcess,
+    Result,
     Stats,
     bare_config,
     loadavg,
@@ -90,18 +95,16 @@ def chat_factory(api_key: str, tag: str, *, model: str = MODEL, fixed: str | Non
     return make
 
 
-def measure(url: str, make, *, n: int, concurrency: int, warmup: int, deadline_s: float) -> tuple[Stats, int, float]:
+def measure(url: str, make, *, n: int, concurrency: int, warmup: int, deadline_s: float,
+            start: int = 0) -> tuple[list[Result], float, float]:
+    """Warm up (unmeasured), then send n requests; returns (results, wall seconds, load average)."""
     la = loadavg()
     if warmup:
-        asyncio.run(run_load(url, make, n=warmup, concurrency=concurrency, start=10_000_000, keep_body=False,
+        asyncio.run(run_load(url, make, n=warmup, concurrency=concurrency, start=10_000_000 + start, keep_body=False,
                              deadline_s=deadline_s))
-    results, wall = asyncio.run(run_load(url, make, n=n, concurrency=concurrency, keep_body=False,
+    results, wall = asyncio.run(run_load(url, make, n=n, concurrency=concurrency, start=start, keep_body=False,
                                          deadline_s=deadline_s))
-    errors = sum(r.status != 200 for r in results)
-    if errors:
-        first = next(r for r in results if r.status != 200)
-        print(f"    {errors} errors, e.g. {first.status} {first.error or str(first.body)[:200]}", flush=True)
-    return Stats.of(results, wall), errors, max(la, loadavg())
+    return results, wall, max(la, loadavg())
 
 
 def histogram_means(metrics_text: str) -> dict[str, float]:
@@ -149,65 +152,97 @@ class Profiler:
             self.proc.wait(5)
 
 
-def run_variant(variant: str, latency: float, fake: FakeProviderProcess, work: Path, args: argparse.Namespace,
-                rows: list[Row], notes: dict[str, Any]) -> None:
-    state = work / f"state-{variant}-{latency:g}"
-    extra: dict[str, str] = {}
-    if variant == "b'":
-        extra = {"ADAPTIVE_CACHE_ENABLED": "false", "ADAPTIVE_ROUTING_USE_EMBEDDING": "false"}
-    config = bare_config(work) if variant == "a" else demo_config()
-    env = proxy_env(fake.base_url, state, **extra)
-    with ProxyProcess(config, env=env, log_path=work / f"proxy-{variant}-{latency:g}.log") as proxy:
+@dataclass
+class Target:
+    """One thing to measure: a proxy URL and the request factory of a variant."""
+
+    variant: str
+    url: str
+    make_for: Any  # (tag) -> request factory
+    pid: int
+
+
+def start_targets(latency: float, fake: FakeProviderProcess, work: Path, args: argparse.Namespace,
+                  stack: ExitStack, notes: dict[str, Any]) -> dict[str, Target]:
+    """Start every variant's proxy at once (they are measured in turns, so drift hits all alike)."""
+    targets: dict[str, Target] = {}
+    for variant in args.variants:
+        state = work / f"state-{variant}-{latency:g}"
+        extra: dict[str, str] = {}
+        if variant == "b'":
+            extra = {"ADAPTIVE_CACHE_ENABLED": "false", "ADAPTIVE_ROUTING_USE_EMBEDDING": "false"}
+        config = bare_config(work) if variant == "a" else demo_config()
+        proxy = stack.enter_context(ProxyProcess(config, env=proxy_env(fake.base_url, state, **extra),
+                                                 log_path=work / f"proxy-{variant}-{latency:g}.log"))
         url = f"{proxy.base_url}/v1/chat/completions"
         if variant == "a":
             api_key = MASTER_KEY
         else:
             admin = Admin(proxy.base_url)
             api_key = admin.project(f"bench-{secrets.token_hex(3)}", keys=[("openai", BYOK, 1)])["api_key"]
-        tag = f"{variant}{latency:g}-{secrets.token_hex(2)}"
-        for conc in args.levels:
-            profiler = None
-            if args.profile and variant == "b" and latency == args.latencies[0] and conc == max(args.levels):
-                profiler = Profiler(proxy.proc.pid, Path(args.profile), max(5.0, args.requests / 60))  # type: ignore[union-attr]
-            stats, errors, la = measure(url, chat_factory(api_key, f"{tag}-{conc}"), n=args.requests, concurrency=conc,
-                                        warmup=args.warmup, deadline_s=args.deadline)
-            if profiler is not None:
-                profiler.wait()
-            rows.append(Row(latency, variant, conc, stats, errors, la))
-            print(f"  ({variant}) latency {latency:g} ms, c={conc}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
-                  f"p99 {stats.p99_ms:.2f} ms, {stats.rps:.0f} req/s, errors {errors}, load {la:.1f}", flush=True)
+        pid = proxy.proc.pid  # type: ignore[union-attr]
+        targets[variant] = Target(variant, url, lambda tag, k=api_key: chat_factory(k, tag), pid)
         if variant != "b":
-            return
-        notes.setdefault("metrics", {})[latency] = histogram_means(httpx.get(f"{proxy.base_url}/metrics/", timeout=30).text)
+            continue
+        notes.setdefault("base_urls", {})[latency] = proxy.base_url
         # (b-auto): only if the router answers
         probe = httpx.post(url, headers={"Authorization": f"Bearer {api_key}"}, timeout=30,
                            json={"model": "auto", "messages": [{"role": "user", "content": prompt("probe", 0)}]})
         if probe.status_code == 200:
-            for conc in args.levels:
-                stats, errors, la = measure(url, chat_factory(api_key, f"auto{tag}-{conc}", model="auto"),
-                                            n=args.requests, concurrency=conc, warmup=args.warmup, deadline_s=args.deadline)
-                rows.append(Row(latency, "b-auto", conc, stats, errors, la))
-                print(f"  (b-auto) latency {latency:g} ms, c={conc}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} ms, "
-                      f"{stats.rps:.0f} req/s", flush=True)
+            targets["b-auto"] = Target("b-auto", url, lambda tag, k=api_key: chat_factory(k, tag, model="auto"), pid)
         else:
             notes["auto_skipped"] = f"{probe.status_code} {probe.text[:160]}"
             print(f"  (b-auto) skipped: model auto answered {notes['auto_skipped']}", flush=True)
-        if latency != args.latencies[-1]:
-            return
-        # (c): the cache-hit path, one prompt stored by a warm-up request
-        fixed = prompt(f"hit-{tag}", 0)
-        make = chat_factory(api_key, tag, fixed=fixed)
-        first = httpx.post(url, headers=make(0)[0], json=make(0)[1], timeout=30)
-        first.raise_for_status()
-        time.sleep(1.5)  # LiteLLM stores the answer in a background task
-        check = httpx.post(url, headers=make(0)[0], json=make(0)[1], timeout=30)
-        notes["hit_header"] = check.headers.get("x-adaptive-cache")
+        if latency == args.latencies[-1]:
+            # (c): the cache-hit path, one prompt stored by a first request, then repeated
+            fixed = prompt(f"hit-{secrets.token_hex(2)}", 0)
+            make = chat_factory(api_key, "hit", fixed=fixed)
+            httpx.post(url, headers=make(0)[0], json=make(0)[1], timeout=30).raise_for_status()
+            time.sleep(0.5)  # the answer is written within the cache's write delay (50 ms)
+            check = httpx.post(url, headers=make(0)[0], json=make(0)[1], timeout=30)
+            notes["hit_header"] = check.headers.get("x-adaptive-cache")
+            targets["c"] = Target("c", url, lambda tag, m=make: m, pid)
+    return targets
+
+
+def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: argparse.Namespace,
+                rows: list[Row], notes: dict[str, Any]) -> None:
+    with ExitStack() as stack:
+        targets = start_targets(latency, fake, work, args, stack, notes)
+        order = list(targets)
+        per_round = max(1, args.requests // args.rounds)
         for conc in args.levels:
-            stats, errors, la = measure(url, make, n=args.requests, concurrency=conc, warmup=args.warmup,
-                                        deadline_s=args.deadline)
-            rows.append(Row(latency, "c", conc, stats, errors, la))
-            print(f"  (c) cache hit, c={conc}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} p99 {stats.p99_ms:.2f} ms, "
-                  f"{stats.rps:.0f} req/s ({notes['hit_header']})", flush=True)
+            acc: dict[str, tuple[list[Result], float, float]] = {v: ([], 0.0, 0.0) for v in order}
+            for rnd in range(args.rounds):
+                # alternate the order so that no variant always runs right after the same one
+                for variant in order if rnd % 2 == 0 else order[::-1]:
+                    target = targets[variant]
+                    profiler = None
+                    if (args.profile and variant == "b" and rnd == 0 and latency == args.latencies[0]
+                            and conc == max(args.levels)):
+                        profiler = Profiler(target.pid, Path(args.profile), max(5.0, per_round / 60))
+                    tag = f"{variant}{latency:g}-{conc}-{rnd}-{secrets.token_hex(2)}"
+                    results, wall, la = measure(target.url, target.make_for(tag), n=per_round, concurrency=conc,
+                                                warmup=args.warmup if rnd == 0 else 0, deadline_s=args.deadline,
+                                                start=rnd * per_round)
+                    if profiler is not None:
+                        profiler.wait()
+                    done, total_wall, load = acc[variant]
+                    acc[variant] = (done + results, total_wall + wall, max(load, la))
+            for variant in order:
+                results, wall, la = acc[variant]
+                stats = Stats.of(results, wall)
+                errors = sum(r.status != 200 for r in results)
+                if errors:
+                    first = next(r for r in results if r.status != 200)
+                    print(f"    ({variant}) {errors} errors, e.g. {first.status} {first.error or str(first.body)[:200]}",
+                          flush=True)
+                rows.append(Row(latency, variant, conc, stats, errors, la))
+                print(f"  ({variant}) latency {latency:g} ms, c={conc}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
+                      f"p99 {stats.p99_ms:.2f} ms, {stats.rps:.0f} req/s, errors {errors}, load {la:.1f}", flush=True)
+        base = notes.get("base_urls", {}).get(latency)
+        if base:
+            notes.setdefault("metrics", {})[latency] = histogram_means(httpx.get(f"{base}/metrics/", timeout=30).text)
 
 
 def find(rows: list[Row], latency: float, variant: str, conc: int) -> Row | None:
@@ -271,6 +306,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="1,16,64", help="concurrency levels")
     ap.add_argument("--latencies", default="0,50", help="fake provider latencies, ms")
     ap.add_argument("--variants", default="a,b',b", help="which of a, b', b to run ((c) and (b-auto) ride on b)")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="each level is measured in this many turns per variant, interleaved (drift hits all alike)")
     ap.add_argument("--deadline", type=float, default=120.0, help="wall-clock bound per level, seconds")
     ap.add_argument("--quick", action="store_true", help="100 requests, warm-up 10, levels 1,16, latency 0")
     ap.add_argument("--write", action="store_true", help="write the Overhead section of bench/RESULTS.md")
@@ -280,7 +317,7 @@ def main(argv: list[str] | None = None) -> int:
         args.requests, args.warmup, args.levels, args.latencies = 100, 10, "1,16", "0"
     args.levels = [int(x) for x in str(args.levels).split(",")]
     args.latencies = [float(x) for x in str(args.latencies).split(",")]
-    variants = [v.strip() for v in args.variants.split(",")]
+    args.variants = [v.strip() for v in args.variants.split(",")]
 
     started = time.monotonic()
     note_start = machine_note()
@@ -292,8 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         for latency in args.latencies:
             with FakeProviderProcess(KEYS, latency_ms=latency, workdir=work) as fake:
-                for variant in variants:
-                    run_variant(variant, latency, fake, work, args, rows, notes)
+                run_latency(latency, fake, work, args, rows, notes)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
@@ -315,8 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"elapsed {elapsed:.0f} s; {note_end}")
     if args.write:
         body = f"""`python bench/overhead.py{' --quick' if args.quick else ''} --write`: {args.requests} measured requests per
-variant and concurrency level after {args.warmup} warm-up requests, aiohttp client with a pool sized to the
-concurrency, one proxy worker, the fake provider in its own process, {elapsed:.0f} s in all.
+variant and concurrency level after {args.warmup} warm-up requests, measured in {args.rounds} interleaved turns
+per variant (all proxies started side by side; the order alternates between turns), aiohttp client with a
+pool sized to the concurrency, one proxy worker each, the fake provider in its own process, {elapsed:.0f} s in all.
 Machine: {note_start} at the start; {note_end.split('load average ')[-1]} at the end (other jobs were running:
 the per-row load average is the 1-minute figure). (a) bare LiteLLM (demo config minus the plugin callback,
 custom_auth and retry policy; master key); (b) plugin on, project key, BYOK key, unique prompts (cache miss,

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from adaptive_plugin import metrics
 from adaptive_plugin.adapters.deployments import DeploymentInfo
+from adaptive_plugin.adapters.cache_backend import embed_timed
 from adaptive_plugin.embedding import embedding_text, query_text
 from adaptive_plugin.errors import RoutingError
 from adaptive_plugin.keys import Principal
@@ -89,7 +90,7 @@ async def decide(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any
         text = query_text(messages)
         if text:
             # the same prefix embedding the cache uses: computed once per request
-            embedding = await asyncio.to_thread(embedder.embed_one, embedding_text(text))
+            embedding = await asyncio.to_thread(embed_timed, embedder, embedding_text(text))
             if state is not None:
                 state.embedding = embedding
     assessment = assess(messages, embedding=embedding)

@@ -26,6 +26,9 @@ class RequestState:
     cache_outcome: str = "miss"  # hit-exact | hit-semantic | miss | bypass
     similarity: float | None = None
     embedding: Any = None  # numpy vector of query_text(messages), computed at most once
+    embedding_future: Any = None  # asyncio future of `embedding`, started early for the cache lookup
+    # (messages, request parameters) the cache partitions on; None: the cache is not used
+    cache_request: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
     routed: bool = False
     route_score: float | None = None
     task_type: str | None = None

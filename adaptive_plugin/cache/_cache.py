@@ -23,7 +23,7 @@ from adaptive_plugin.cache._request import RequestKey, bypass_reason, request_ke
 from adaptive_plugin.cache._store import EntryMeta, EntryStore
 from adaptive_plugin.cache._verifier import Verifier
 from adaptive_plugin.embedding import EMBED_MAX_CHARS, embedding_text
-from adaptive_plugin.errors import CacheError, CacheIndexError
+from adaptive_plugin.errors import AdaptiveError, CacheError, CacheIndexError
 
 __all__ = ["CacheResult", "Outcome", "SemanticCache"]
 
@@ -68,6 +68,11 @@ class SemanticCache:
     a candidate is served only if its score reaches `accept_threshold` (default: the
     artifact's calibrated value).
 
+    `store(..., wait=False)` (what the proxy uses) queues the row and returns: a writer thread
+    inserts queued rows in one transaction every `write_delay` seconds, so an answer becomes a
+    hit about that much later and the request path never waits on the database's write lock.
+    `flush()` and `close()` write what is queued; a crash loses at most that window of entries.
+
     Entries never cross scopes, models, system prompts, earlier turns, tools or sampling
     parameters. Several workers or replicas sharing one database see each other's entries
     within `sync_interval` seconds.
@@ -93,6 +98,7 @@ class SemanticCache:
         verifier: bool | Verifier = False,
         accept_threshold: float | None = None,
         faiss_threads: int | None = 1,
+        write_delay: float = 0.05,
         clock: Callable[[], float] = time.time,
     ) -> None:
         from adaptive_plugin.db import make_engine, migrate
@@ -139,6 +145,13 @@ class SemanticCache:
         self._indexes: dict[str, PartitionIndex] = {}
         self._touched: dict[int, float] = {}
         self._last_id = 0
+        # store(wait=False) queues rows here; a writer thread inserts them in batches
+        self.write_delay = write_delay
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._pending_lock = threading.Lock()
+        self._wake = threading.Event()
+        self._writer: threading.Thread | None = None
+        self._closing = False
         self._last_sync = self._last_reconcile = self._last_save = 0.0
         self.rebuilt_partitions = 0
         self._dimensions: int | None = embedder.dimensions if embedder is not None else None
@@ -251,10 +264,9 @@ class SemanticCache:
             if self._touched:
                 touched, self._touched = self._touched, {}
                 self._store.touch(touched)
-            fresh = [
-                m for m in self._store.metas(after_id=self._last_id, created_after=now - 30.0, now=now)
-                if m.id not in self._entries
-            ]
+            unknown = self._store.recent_ids(after_id=self._last_id, created_after=now - 30.0, now=now)
+            unknown.difference_update(self._entries)
+            fresh = list(self._store.metas(ids=unknown, now=now)) if unknown else []
             by_partition: dict[str, list[int]] = {}
             for meta in fresh:
                 self._remember(meta)
@@ -303,7 +315,13 @@ class SemanticCache:
                     index.save(self._index_path(partition))
 
     def close(self) -> None:
-        """Flush pending hit times and index files."""
+        """Write queued entries, pending hit times and index files; later stores write at once."""
+        self._closing = True
+        self._wake.set()
+        writer = self._writer
+        if writer is not None and writer is not threading.current_thread():
+            writer.join(timeout=10)
+        self.flush()
         with self._lock:
             if self._touched:
                 touched, self._touched = self._touched, {}
@@ -383,6 +401,15 @@ class SemanticCache:
                 return CacheResult("hit-semantic", response, similarity, f"similar request ({similarity:.3f})")
         return CacheResult("miss", None, best, why, embedding=vector)
 
+    def needs_embedding(self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None = None) -> bool:
+        """Whether `lookup` would embed this request's query: not bypassed, no exact hit, and
+        something cached in its partition. Cheap (hashing and dict reads, no lock, no database):
+        callers use it to start the embedding early, overlapped with other work."""
+        if bypass_reason(messages, params, max_temperature=self.max_temperature, store=False) is not None:
+            return False
+        key = request_key(scope, messages, params)
+        return key.exact not in self._exact and key.partition in self._indexes
+
     def _serve(self, row_id: int, now: float) -> dict[str, Any] | None:
         """The stored response, or None (and the entry dropped) if another worker removed it."""
         text = self._store.response(row_id, now)
@@ -405,15 +432,20 @@ class SemanticCache:
         params: dict[str, Any] | None = None,
         *,
         embedding: np.ndarray | None = None,
+        wait: bool = True,
     ) -> bool:
-        """Cache a successful response; returns False when it is skipped (and why is logged)."""
+        """Cache a successful response; returns False when it is skipped (and why is logged).
+
+        With `wait=False` the row is queued for the writer thread (see the class docstring).
+        """
         reason = bypass_reason(messages, params, max_temperature=self.max_temperature, store=True)
         reason = reason or unstorable_reason(response)
         key: RequestKey | None = None
         if reason is None:
             key = request_key(scope, messages, params)
-            with self._lock:
-                if key.exact in self._exact:
+            cached = key.exact in self._exact  # a dict read: no lock, so the event loop never waits on sync()
+            with self._pending_lock:
+                if cached or key.exact in self._pending:
                     reason = "already cached"
         if reason is not None or key is None:
             log.debug("semantic cache skipped a store: %s", reason)
@@ -426,31 +458,69 @@ class SemanticCache:
             raise CacheError("the query embedding is zero or not finite")
         vector = vector / norm
         now = self._clock()
-        row_id = self._store.insert(
-            {
-                "scope": scope,
-                "partition": key.partition,
-                "exact_hash": key.exact,
-                "query_text": key.query,
-                "vector": vector.astype("<f4").tobytes(),
-                "response_json": json.dumps(response, ensure_ascii=False, separators=(",", ":")),
-                "created_at": now,
-                "last_used_at": now,
-                "expires_at": now + self.ttl_seconds,
-            }
-        )
+        row = {
+            "scope": scope,
+            "partition": key.partition,
+            "exact_hash": key.exact,
+            "query_text": key.query,
+            "vector": vector.astype("<f4").tobytes(),
+            "response_json": json.dumps(response, ensure_ascii=False, separators=(",", ":")),
+            "created_at": now,
+            "last_used_at": now,
+            "expires_at": now + self.ttl_seconds,
+        }
+        if wait or self._closing:
+            self._write([row])
+            return True
+        with self._pending_lock:
+            self._pending[key.exact] = row
+            if self._writer is None or not self._writer.is_alive():
+                self._writer = threading.Thread(target=self._write_loop, name="adaptive-cache-writer", daemon=True)
+                self._writer.start()
+        self._wake.set()
+        return True
+
+    def flush(self) -> int:
+        """Write every queued entry now; returns how many were written."""
+        with self._pending_lock:
+            rows, self._pending = list(self._pending.values()), {}
+        if rows:
+            self._write(rows)
+        return len(rows)
+
+    def _write_loop(self) -> None:
+        while not self._closing:
+            self._wake.wait()
+            if not self._closing:
+                time.sleep(self.write_delay)  # gather a batch: one transaction for all of it
+            self._wake.clear()
+            try:
+                self.flush()
+            except AdaptiveError as exc:  # the answers were delivered; only their cache entries are lost
+                log.error("semantic cache could not write queued entries: %s", exc)
+
+    def _write(self, rows: list[dict[str, Any]]) -> None:
+        """Insert rows in one transaction, then add them to this worker's indexes."""
+        try:
+            ids = self._store.insert(rows)
+        except AdaptiveError:
+            metrics.CACHE_STORES.labels(result="failed").inc(len(rows))
+            raise
         with self._lock:
-            self._remember(EntryMeta(row_id, key.partition, key.exact, key.query, now + self.ttl_seconds))
-            self._dims(vector)
-            self._indexes.setdefault(key.partition, self._new_index()).add(
-                np.array([row_id], dtype=np.int64), vector.reshape(1, -1)
-            )
+            for row_id, row in zip(ids, rows):
+                if row_id in self._entries:  # a concurrent sync() already picked it up
+                    continue
+                vector = np.frombuffer(row["vector"], dtype="<f4")
+                self._remember(EntryMeta(row_id, row["partition"], row["exact_hash"], row["query_text"], row["expires_at"]))
+                self._dims(vector)
+                self._indexes.setdefault(row["partition"], self._new_index()).add(
+                    np.array([row_id], dtype=np.int64), vector.reshape(1, -1)
+                )
             if len(self._entries) > self.max_entries:
                 self._enforce_capacity(len(self._entries))
             self._set_entries_gauge()
-        metrics.CACHE_STORES.labels(result="stored").inc()
+        metrics.CACHE_STORES.labels(result="stored").inc(len(rows))
         self.sync(force=False)
-        return True
 
     # --- the simple API -------------------------------------------------------------------------
 

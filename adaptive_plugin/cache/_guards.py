@@ -153,7 +153,11 @@ UNITS = {
     **dict.fromkeys("calorie calories kcal cal".split(), "kcal"),
 }
 # Units that are also ordinary words are counted only right after a number.
-_AMBIGUOUS_UNITS = frozenset("m in g l w v s min mi gal rs cal second seconds".split())
+_AMBIGUOUS_UNITS = frozenset(
+    "m in g l w v s min mi gal rs cal second seconds day days week weeks month months year years yr yrs".split()
+)
+# Currency words may stand before the amount ("Rs 500") as well as after it.
+_PREFIX_UNITS = frozenset("rs".split())
 
 MONTHS = {
     **{m: m[:3] for m in "january february march april may june july august september october november december".split()},
@@ -224,7 +228,10 @@ def _stem(word: str) -> str:
         w = w[:-2]
     for suffix, repl in (("ies", "y"), ("ing", ""), ("ed", ""), ("es", ""), ("s", "")):
         if len(w) > len(suffix) + 2 and w.endswith(suffix) and not w.endswith("ss"):
-            return w[: -len(suffix)] + repl
+            w = w[: -len(suffix)] + repl
+            break
+    if len(w) > 4 and w.endswith("e"):  # "generate" / "generates" / "generated"
+        w = w[:-1]
     return w
 
 
@@ -258,6 +265,33 @@ class TextFeatures:
     joined: str
 
 
+def _is_amount(word: str) -> bool:
+    return word[:1].isdigit() or word in NUMBER_WORDS
+
+
+def _is_negation(word: str) -> bool:
+    return word in NEGATIONS or word.replace("'", "") in NEGATIONS
+
+
+def _count_negations(text: str) -> int:
+    """Negations that change the question; not the alternative in "X or not?" / "why or why not?" /
+    "should/shouldn't", nor an answer's leading "No," ("No, it doesn't exist" = "It is not there")."""
+    count = 0
+    prev: list[str] = []  # the words before, lowercased
+    for m in _TOKEN.finditer(text):
+        parts = _split_negations(m.group(0))
+        for k, w in enumerate(parts):
+            if _is_negation(w):
+                alternative = (prev[-1:] == ["or"] or prev[-2:] == ["or", "why"]) or (
+                    k == 0 and text[m.start() - 1 : m.start()] == "/"
+                ) or (k == 1 and text[m.start() - 1 : m.start()] == "/")
+                answer = not prev and w == "no" and text[m.end() : m.end() + 1] == ","
+                if not (alternative or answer):
+                    count += 1
+            prev.append(w)
+    return count
+
+
 def _split_negations(token: str) -> list[str]:
     low = token.lower().replace("’", "'")
     if low.endswith("n't"):
@@ -273,7 +307,7 @@ def features(text: str) -> TextFeatures:
     words: list[str] = []
     for tok in raw:
         words.extend(_split_negations(tok))
-    negations = sum(1 for w in words if w in NEGATIONS or w.replace("'", "") in NEGATIONS)
+    negations = _count_negations(text)
 
     numbers: set[str] = set()
     for m in _DIGITS.finditer(text):
@@ -283,16 +317,21 @@ def features(text: str) -> TextFeatures:
             numbers.add(NUMBER_WORDS[w])
 
     units: set[str] = set()
-    for i, w in enumerate(words):
+    # "16-year-old" counts like "16 year old"
+    unit_words = [part for w in words for part in (w.split("-") if "-" in w and w[:1].isdigit() else (w,))]
+    for i, w in enumerate(unit_words):
         unit = UNITS.get(w)
         if unit is None:
             m = re.fullmatch(r"\d+(?:\.\d+)?([a-z°%$€£]+)", w)
             if m and m.group(1) in UNITS:
                 units.add(UNITS[m.group(1)])
+            elif w.endswith("s") and UNITS.get(w[:-1]) == "%":  # "percentages"
+                units.add("%")
             continue
         if w in _AMBIGUOUS_UNITS:
-            prev = words[i - 1] if i else ""
-            if not (prev[:1].isdigit() or prev in NUMBER_WORDS):
+            prev = unit_words[i - 1] if i else ""
+            after = unit_words[i + 1] if i + 1 < len(unit_words) else ""
+            if not (_is_amount(prev) or (w in _PREFIX_UNITS and _is_amount(after))):
                 continue
         units.add(unit)
 
@@ -384,6 +423,8 @@ def _languages(a: TextFeatures, b: TextFeatures) -> bool:
 def _present(entity: str, other: TextFeatures) -> bool:
     if entity in other.stems or _stem(entity) in other.stems or entity in {w.replace("'", "") for w in other.words}:
         return True
+    if entity in {part for w in other.words if "-" in w for part in w.split("-")}:  # "Off Page" / "off-page"
+        return True
     return len(entity) >= 4 and entity in other.joined
 
 
@@ -392,14 +433,30 @@ def _entity(a: TextFeatures, b: TextFeatures) -> bool:
 
 
 def _content(f: TextFeatures) -> set[str]:
-    return {s for s in f.stems if s not in STOPWORDS and len(s) > 1}
+    # negations are the negation guard's business ("do not" / "don't" is no substitution)
+    return {s for s in f.stems if s not in STOPWORDS and s not in NEGATIONS and len(s) > 1}
+
+
+def _related(x: str, y: str) -> bool:
+    """Two forms of one word ("different" / "difference", "danger" / "dangerous"): the shorter
+    stem, but for at most its last letter, begins the longer ("internal" / "international" do not)."""
+    n = 0
+    for cx, cy in zip(x, y):
+        if cx != cy:
+            break
+        n += 1
+    if x.endswith(("less", "les")) != y.endswith(("less", "les")):  # "meaning" / "meaningless"
+        return False
+    return n >= 4 and n >= min(len(x), len(y)) - 1
 
 
 def _substitution(a: TextFeatures, b: TextFeatures) -> bool:
     """One content word swapped for another in an otherwise shared question ("adult" / "kid")."""
     ca, cb = _content(a), _content(b)
     only_a, only_b = ca - cb, cb - ca
-    return bool(only_a) and bool(only_b) and len(only_a) + len(only_b) <= 2 and len(ca & cb) >= 2
+    if not (only_a and only_b and len(only_a) + len(only_b) <= 2 and len(ca & cb) >= 2):
+        return False
+    return not _related(next(iter(only_a)), next(iter(only_b)))
 
 
 Guard = Callable[[TextFeatures, TextFeatures], bool]

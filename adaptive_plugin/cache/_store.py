@@ -39,15 +39,16 @@ class EntryStore:
     def _wrap(self, what: str, exc: SQLAlchemyError) -> CacheError:
         return CacheError(f"semantic cache could not {what}: {exc}")
 
-    def insert(self, row: dict[str, object]) -> int:
+    def insert(self, rows: list[dict[str, object]]) -> list[int]:
+        """Insert rows in one transaction; returns their new ids in the order given."""
         try:
             with session_scope(self.engine) as session:
-                result = session.execute(sa.insert(_T).values(**row).returning(_T.c.id))
-                return int(result.scalar_one())
+                result = session.execute(sa.insert(_T).returning(_T.c.id, sort_by_parameter_order=True), rows)
+                return [int(row_id) for row_id in result.scalars()]
         except StorageError:
             raise
         except SQLAlchemyError as exc:
-            raise self._wrap("store an entry", exc) from exc
+            raise self._wrap("store entries", exc) from exc
 
     def insert_many(self, rows: list[dict[str, object]]) -> None:
         """Bulk insert (benchmarks and imports); ids are assigned by the database."""
@@ -67,17 +68,32 @@ class EntryStore:
         except SQLAlchemyError as exc:
             raise self._wrap("read an entry", exc) from exc
 
-    def metas(self, *, after_id: int | None = None, created_after: float | None = None, now: float) -> Iterator[EntryMeta]:
-        """Live rows' metadata; with after_id/created_after only rows newer than either."""
+    def metas(self, *, ids: Iterable[int] | None = None, now: float) -> Iterator[EntryMeta]:
+        """Live rows' metadata in id order: all of them, or only the given ids."""
         query = sa.select(_T.c.id, _T.c.partition, _T.c.exact_hash, _T.c.query_text, _T.c.expires_at).where(
             _T.c.expires_at > now
         )
-        if after_id is not None and created_after is not None:
-            query = query.where(sa.or_(_T.c.id > after_id, _T.c.created_at > created_after))
+        chunks: list[list[int] | None] = [None]
+        if ids is not None:
+            wanted = sorted(set(ids))
+            chunks = [wanted[i : i + 5000] for i in range(0, len(wanted), 5000)]
         try:
             with self.engine.connect() as conn:
-                for row in conn.execute(query.order_by(_T.c.id)):
-                    yield EntryMeta(int(row[0]), row[1], row[2], row[3], float(row[4]))
+                for chunk in chunks:
+                    chunk_query = query if chunk is None else query.where(_T.c.id.in_(chunk))
+                    for row in conn.execute(chunk_query.order_by(_T.c.id)):
+                        yield EntryMeta(int(row[0]), row[1], row[2], row[3], float(row[4]))
+        except SQLAlchemyError as exc:
+            raise self._wrap("read entries", exc) from exc
+
+    def recent_ids(self, *, after_id: int, created_after: float, now: float) -> set[int]:
+        """Ids of live rows with `id > after_id` or created after `created_after` (cheap: ids only)."""
+        query = sa.select(_T.c.id).where(
+            _T.c.expires_at > now, sa.or_(_T.c.id > after_id, _T.c.created_at > created_after)
+        )
+        try:
+            with self.engine.connect() as conn:
+                return {int(r[0]) for r in conn.execute(query)}
         except SQLAlchemyError as exc:
             raise self._wrap("read entries", exc) from exc
 

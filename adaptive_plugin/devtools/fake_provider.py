@@ -261,6 +261,7 @@ class FakeProvider:
                 "outcome": outcome,
                 "status": None,
                 "stream": stream,
+                "fields": sorted(payload) if isinstance(payload, dict) else [],  # names only, never values
                 "ts": time.time(),
             }
             self._calls.append(entry)

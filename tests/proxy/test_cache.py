@@ -103,3 +103,16 @@ def test_project_with_cache_disabled_never_hits(gateway: Gateway) -> None:
     mark = gateway.mark()
     _, headers = chat(client, "What is 2+2?")
     assert headers["x-adaptive-cache"] == "bypass" and len(gateway.calls_since(mark)) == 1
+
+
+def test_plugin_request_fields_never_reach_the_provider(gateway: Gateway) -> None:
+    project = gateway.project(plan="developer")
+    client = gateway.client(project.api_key)
+    mark = gateway.mark()
+    chat(client, "Name three prime numbers.", extra_headers={"x-adaptive-cost-bias": "0.3"})
+    chat(client, "Name three prime numbers, quickly.", model="auto", extra_body={"cost_bias": 0.2})
+    calls = gateway.calls_since(mark)
+    assert calls and all(call["fields"] for call in calls)
+    for call in calls:
+        leaked = {"cache_key", "cache", "caching", "cost_bias", "adaptive_rid"} & set(call["fields"])
+        assert not leaked, f"sent upstream: {sorted(leaked)} in {call['fields']}"

