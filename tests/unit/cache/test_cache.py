@@ -307,3 +307,18 @@ def test_needs_embedding_only_when_a_lookup_would_embed(make_cache: Any, embedde
     assert not cache.needs_embedding("p", user("What's the capital city of France?"), {**P, "temperature": 1.5})
     assert not cache.needs_embedding("other-tenant", user("What's the capital city of France?"), P)
     assert embedder.calls == calls  # deciding costs no embedding
+
+
+def test_a_failed_write_names_no_prompt_or_answer(make_cache: Any) -> None:
+    cache = make_cache(write_delay=30.0)
+    secret_prompt, secret_answer = "What is my diary entry zq-4471?", "Dear diary zq-9902"
+    with cache.engine.begin() as conn:  # any write now violates a constraint
+        conn.exec_driver_sql(
+            "CREATE TRIGGER refuse BEFORE INSERT ON adaptive_cache_entries BEGIN SELECT RAISE(ABORT, 'refused'); END"
+        )
+    assert cache.store("p", user(secret_prompt), completion(secret_answer), P, wait=False)
+    with pytest.raises(AdaptiveError) as info:
+        cache.flush()
+    message = str(info.value)
+    assert "refused" in message
+    assert "zq-4471" not in message and "zq-9902" not in message
