@@ -50,3 +50,21 @@ def test_two_workers_on_postgres(make_cache: Any, pg_engine: Engine, tmp_path: P
             sa.text("SELECT count(*) FROM adaptive_cache_entries WHERE scope = :s"), {"s": scope}
         ).scalar_one()
     assert left == 0
+
+
+def test_a_queued_batch_on_postgres_keeps_each_answer_with_its_question(
+    make_cache: Any, pg_engine: Engine, tmp_path: Path
+) -> None:
+    scope = f"pytest-{uuid.uuid4().hex}"
+    w1 = make_cache(tmp_path / "w1", engine=pg_engine, sync_interval=0.0, write_delay=30.0)
+    w2 = make_cache(tmp_path / "w2", engine=pg_engine, sync_interval=0.0)
+    questions = [f"What is {n} times {n + 7}?" for n in range(5)]
+    try:
+        for q in questions:
+            assert w1.store(scope, user(q), completion(f"answer to {q}"), P, wait=False)
+        assert w1.flush() == len(questions)  # one multi-row INSERT ... RETURNING
+        for q in questions:
+            assert w1.get(scope, user(q), P) == completion(f"answer to {q}")  # ids matched to rows
+            assert w2.get(scope, user(q), P) == completion(f"answer to {q}")  # and visible to a second worker
+    finally:
+        w1.clear_scope(scope)
