@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -62,14 +63,17 @@ class Embedder:
     (2, 384)
     """
 
-    def __init__(self, model: Any, *, dimensions: int, identity: str = "") -> None:
+    def __init__(self, model: Any, *, dimensions: int, identity: str = "", threads: int = 1) -> None:
         self._model = model
         self.dimensions = dimensions
         # which weights produce the vectors (keys caches of embeddings computed offline)
         self.identity = identity
-        # onnxruntime's run() and the Rust tokenizer's encode_batch() are thread-safe, and
-        # fastembed keeps no per-call state on the model: concurrent requests embed in parallel
-        # (one core each) instead of queueing behind one another.
+        self.threads = threads
+        # onnxruntime's run() and the Rust tokenizer's encode_batch() are thread-safe and fastembed
+        # keeps no per-call state, but embeddings are CPU-bound: at most cores // threads run at
+        # once, so that under load they never starve the proxy's event loop (2 cores, 2 threads:
+        # one at a time; 8 cores: four).
+        self._slots = threading.BoundedSemaphore(max(1, (os.cpu_count() or 1) // max(1, threads)))
 
     @classmethod
     def from_directory(
@@ -106,7 +110,7 @@ class Embedder:
             identity = f"{model_name}:{model_file.name}:{model_file.stat().st_size}"
         except Exception as exc:  # fastembed raises bare exceptions of many kinds
             raise EmbeddingModelError(f"cannot load the embedding model from {path}: {exc}") from exc
-        return cls(model, dimensions=DIMENSIONS, identity=identity)
+        return cls(model, dimensions=DIMENSIONS, identity=identity, threads=threads)
 
     @classmethod
     def from_name(cls, model_name: str, *, cache_dir: str | None = None, threads: int = DEFAULT_THREADS) -> Embedder:
@@ -119,13 +123,14 @@ class Embedder:
             dims = len(next(iter(model.embed(["dimension probe"]))))
         except Exception as exc:
             raise EmbeddingModelError(f"cannot load the embedding model {model_name!r}: {exc}") from exc
-        return cls(model, dimensions=dims, identity=model_name)
+        return cls(model, dimensions=dims, identity=model_name, threads=threads)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
         """Return an (n, d) float32 array of unit vectors."""
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        rows = list(self._model.embed(list(texts)))
+        with self._slots:
+            rows = list(self._model.embed(list(texts)))
         out = np.asarray(rows, dtype=np.float32)
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         norms[norms == 0] = 1.0
