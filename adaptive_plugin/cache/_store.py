@@ -17,6 +17,12 @@ from adaptive_plugin.errors import CacheError, StorageError
 __all__ = ["EntryMeta", "EntryStore"]
 
 _T = CacheEntry.__table__  # type: ignore[attr-defined]
+_IN_LIMIT = 5000  # ids per IN (...) list: well under SQLite's and PostgreSQL's parameter limits
+
+
+def _id_chunks(ids: Iterable[int]) -> list[list[int]]:
+    wanted = sorted(set(ids))
+    return [wanted[i : i + _IN_LIMIT] for i in range(0, len(wanted), _IN_LIMIT)]
 
 
 @dataclass(slots=True)
@@ -73,10 +79,7 @@ class EntryStore:
         query = sa.select(_T.c.id, _T.c.partition, _T.c.exact_hash, _T.c.query_text, _T.c.expires_at).where(
             _T.c.expires_at > now
         )
-        chunks: list[list[int] | None] = [None]
-        if ids is not None:
-            wanted = sorted(set(ids))
-            chunks = [wanted[i : i + 5000] for i in range(0, len(wanted), 5000)]
+        chunks: list[list[int]] | list[None] = [None] if ids is None else _id_chunks(ids)
         try:
             with self.engine.connect() as conn:
                 for chunk in chunks:
@@ -99,13 +102,11 @@ class EntryStore:
 
     def vectors(self, ids: Iterable[int], dimensions: int | None) -> tuple[np.ndarray, np.ndarray]:
         """(ids, vectors) of the given rows that still exist, in id order (dimensions None: as stored)."""
-        wanted = sorted(set(ids))
         out_ids: list[int] = []
         out_vecs: list[np.ndarray] = []
         try:
             with self.engine.connect() as conn:
-                for start in range(0, len(wanted), 5000):
-                    chunk = wanted[start : start + 5000]
+                for chunk in _id_chunks(ids):
                     for row_id, blob in conn.execute(
                         sa.select(_T.c.id, _T.c.vector).where(_T.c.id.in_(chunk)).order_by(_T.c.id)
                     ):

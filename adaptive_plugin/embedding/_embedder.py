@@ -68,7 +68,6 @@ class Embedder:
         self.dimensions = dimensions
         # which weights produce the vectors (keys caches of embeddings computed offline)
         self.identity = identity
-        self.threads = threads
         # onnxruntime's run() and the Rust tokenizer's encode_batch() are thread-safe and fastembed
         # keeps no per-call state, but embeddings are CPU-bound: at most cores // threads run at
         # once, so that under load they never starve the proxy's event loop (2 cores, 2 threads:
