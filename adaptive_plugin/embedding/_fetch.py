@@ -132,8 +132,12 @@ def quantized_model_path(directory: Path) -> Path | None:
     return path
 
 
-def derive_quantized(directory: Path) -> Path:
-    """Write the dynamically quantized model next to the verified source model (see module doc)."""
+def derive_quantized(directory: Path) -> Path | None:
+    """Write the dynamically quantized model next to the verified source model (see module doc).
+
+    Returns None, with a warning and no derived file left behind, when its vectors drift from
+    the source model's on the probe sentences: the plugin then loads the source model.
+    """
     import onnxruntime as ort
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -151,7 +155,13 @@ def derive_quantized(directory: Path) -> Path:
             quantize_dynamic(str(folded), str(staged), per_channel=True, weight_type=QuantType.QInt8)
         finally:
             logging.getLogger().removeFilter(hint)
-        _check_probes(directory, staged)
+        worst = _probe_cosine(directory, staged)
+        if worst < MIN_PROBE_COSINE:
+            for name in (QUANTIZED_FILE, QUANTIZED_DIGEST_FILE):
+                (directory / name).unlink(missing_ok=True)
+            log.warning("the quantized embedding model drifted from the source model (cosine %.3f < %s on a probe "
+                        "sentence); keeping the source model only", worst, MIN_PROBE_COSINE)
+            return None
         target = directory / QUANTIZED_FILE
         partial = directory / f".{QUANTIZED_FILE}.partial"
         shutil.copyfile(staged, partial)
@@ -168,17 +178,7 @@ def _ensure_quantized(directory: Path, *, force: bool) -> None:
             return
     except EmbeddingModelError:
         pass  # altered: derive it again
-    try:
-        derive_quantized(directory)
-    except ModelDriftError as exc:
-        # no derived file at all: the plugin then loads the wheel's model (and says so at start)
-        for name in (QUANTIZED_FILE, QUANTIZED_DIGEST_FILE):
-            (directory / name).unlink(missing_ok=True)
-        log.warning("%s", exc)
-
-
-class ModelDriftError(EmbeddingModelError):
-    """The derived integer model's vectors strayed too far from the source model's."""
+    derive_quantized(directory)
 
 
 class _DropPreprocessHint(logging.Filter):
@@ -186,17 +186,13 @@ class _DropPreprocessHint(logging.Filter):
         return "pre-processing before quantization" not in record.getMessage()
 
 
-def _check_probes(directory: Path, candidate: Path) -> None:
+def _probe_cosine(directory: Path, candidate: Path) -> float:
+    """The lowest cosine between the source model's and `candidate`'s vectors of the probes."""
     from adaptive_plugin.embedding._embedder import Embedder
 
     source = Embedder.from_directory(directory, threads=1, quantized=False)
     derived = Embedder.from_directory(directory, threads=1, model_file=candidate)
-    cosines = (source.embed(PROBES) * derived.embed(PROBES)).sum(axis=1)
-    if float(cosines.min()) < MIN_PROBE_COSINE:
-        raise ModelDriftError(
-            f"the quantized embedding model drifted from the source model (cosine {float(cosines.min()):.3f} "
-            f"< {MIN_PROBE_COSINE} on a probe sentence); keeping the source model only"
-        )
+    return float((source.embed(PROBES) * derived.embed(PROBES)).sum(axis=1).min())
 
 
 def _ensure_parent(directory: Path) -> Path:
