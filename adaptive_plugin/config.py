@@ -50,7 +50,8 @@ class Settings(BaseSettings):
         None, description="A fastembed model name to download instead of the offline model (needs internet)."
     )
     embedding_threads: int = Field(
-        2, ge=1, le=64, description="onnxruntime threads per embedding (2 halves a short prompt's latency on 2 cores)."
+        2, ge=1, le=64,
+        description="onnxruntime pool size: request embeddings run on threads - 1 pool threads (1: in a Python thread).",
     )
     gc_freeze: bool = Field(
         True, description="Freeze the proxy's start-up heap out of the garbage collector (no full-collection pauses)."

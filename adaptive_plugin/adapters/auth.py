@@ -13,6 +13,7 @@ import os
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
+from adaptive_plugin.adapters.state import PREFETCH_KEY
 from adaptive_plugin.errors import AdaptiveError, AuthenticationError
 
 OPERATOR_PROJECT = "operator"
@@ -52,10 +53,14 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
         raise ProxyException(message=exc.message, type="auth_error", param="api_key", code=401) from exc
     except AdaptiveError as exc:
         raise ProxyException(message=exc.message, type=exc.code, param="api_key", code=exc.status_code) from exc
+    metadata = {"adaptive_project_id": principal.project_id, "adaptive_environment": principal.environment}
+    prefetch = await hooks.prefetch_embedding(request, principal)
+    if prefetch is not None:
+        metadata[PREFETCH_KEY] = prefetch
     return UserAPIKeyAuth(
         api_key=f"adaptive:{principal.api_key_id}",
         token=f"adaptive:{principal.api_key_id}",
         user_id=f"{principal.project_id}/{principal.environment}",
         user_role=LitellmUserRoles.INTERNAL_USER,
-        metadata={"adaptive_project_id": principal.project_id, "adaptive_environment": principal.environment},
+        metadata=metadata,
     )

@@ -17,7 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import secrets
 import time
+from collections import OrderedDict
 from typing import TYPE_CHECKING, Any
 
 from litellm.caching.base_cache import BaseCache
@@ -26,6 +28,7 @@ from adaptive_plugin import metrics
 from adaptive_plugin.adapters.state import RequestState, request_metadata
 from adaptive_plugin.embedding import embedding_text, query_text
 from adaptive_plugin.errors import AdaptiveError
+from adaptive_plugin.keys import Principal
 
 if TYPE_CHECKING:
     from adaptive_plugin.adapters.hooks import AdaptiveHooks
@@ -42,13 +45,21 @@ PARTITION_PARAMS = (
 )
 
 
-def embed_timed(embedder: Any, text: str) -> Any:
-    """Embed one query (in a worker thread) and record its duration as the `embedding` stage."""
+def embed_soon(embedder: Any, text: str) -> asyncio.Future[Any]:
+    """Start embedding one query now, off the event loop; records the `embedding` stage.
+
+    A request that fails before it awaits the vector never sees an error: it is retrieved here.
+    """
     started = time.perf_counter()
-    try:
-        return embedder.embed_one(text)
-    finally:
+    future: asyncio.Future[Any] = embedder.embed_one_soon(text)
+
+    def finished(f: asyncio.Future[Any]) -> None:
         metrics.PLUGIN_LATENCY_SECONDS.labels(stage="embedding").observe(time.perf_counter() - started)
+        if not f.cancelled():
+            f.exception()
+
+    future.add_done_callback(finished)
+    return future
 
 
 def request_params(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -68,10 +79,61 @@ def request_messages(state: RequestState, kwargs: dict[str, Any]) -> Any:
     return state.cache_request[0] if state.cache_request is not None else kwargs.get("messages")
 
 
+async def request_embedding(state: RequestState) -> Any:
+    """The request's embedding if one was started early (None otherwise, or if it failed)."""
+    if state.embedding is None and state.embedding_future is not None:
+        try:
+            state.embedding = await state.embedding_future
+        except Exception as exc:  # noqa: BLE001 - the caller embeds again and reports the error
+            log.warning("adaptive: early embedding failed: %s", exc)
+        state.embedding_future = None
+    return state.embedding
+
+
+class Prefetches:
+    """Embeddings started at authentication, waiting for their request's pre-call hook.
+
+    Authentication runs about 2 ms of LiteLLM's own work before the pre-call hook: an embedding
+    started there is mostly done by the time the cache lookup (or the router) needs it. A
+    request that fails in between never claims its entry: entries expire after `max_age`
+    seconds, and at most `limit` wait at once (beyond that nothing is prefetched).
+    """
+
+    def __init__(self, *, max_age: float = 30.0, limit: int = 1024) -> None:
+        self._waiting: OrderedDict[str, tuple[str, asyncio.Future[Any], float]] = OrderedDict()
+        self.max_age = max_age
+        self.limit = limit
+
+    def add(self, text: str, future: asyncio.Future[Any]) -> str | None:
+        now = time.monotonic()
+        while self._waiting and next(iter(self._waiting.values()))[2] < now - self.max_age:
+            self._waiting.popitem(last=False)
+        if len(self._waiting) >= self.limit:
+            future.cancel()
+            return None
+        token = secrets.token_hex(8)
+        self._waiting[token] = (text, future, now)
+        return token
+
+    def claim(self, token: Any, text: str) -> asyncio.Future[Any] | None:
+        """The future for `token` if it embeds `text` (the pre-call hook's view of the request)."""
+        entry = self._waiting.pop(token, None) if isinstance(token, str) else None
+        if entry is None:
+            return None
+        if entry[0] != text:
+            entry[1].cancel()
+            return None
+        return entry[1]
+
+    def __len__(self) -> int:
+        return len(self._waiting)
+
+
 class AdaptiveCacheBackend(BaseCache):
     def __init__(self, hooks: AdaptiveHooks) -> None:
         super().__init__()
         self.hooks = hooks
+        self.prefetches = Prefetches()
 
     def _state(self, kwargs: dict[str, Any]) -> RequestState | None:
         return self.hooks.registry.get(request_metadata(kwargs))
@@ -86,29 +148,56 @@ class AdaptiveCacheBackend(BaseCache):
         state = self._state(kwargs)
         if state is None or state.no_cache:
             return None
-        if state.embedding is None and state.embedding_future is not None:
-            try:
-                state.embedding = await state.embedding_future
-            except Exception as exc:  # noqa: BLE001 - the lookup embeds again and reports the error
-                log.warning("adaptive: early embedding failed: %s", exc)
+        await request_embedding(state)
         return await asyncio.to_thread(self._lookup, state, kwargs)
 
-    def start_embedding(self, state: RequestState, data: dict[str, Any]) -> None:
-        """Start the lookup's embedding now, in a thread, if the lookup will need it.
+    # -- early embedding -----------------------------------------------------------------
 
-        Called by the pre-call hook: the embedding (native code, no GIL) then runs while LiteLLM
-        prepares the call, instead of after it. Exact hits and empty partitions embed nothing.
+    def prefetch(self, principal: Principal, body: dict[str, Any], cache_control: str) -> str | None:
+        """At authentication: start the embedding that the router or the cache lookup will need.
+
+        Mirrors the pre-call hook's decisions on the raw body: `model: auto` with embedding
+        routing always embeds; otherwise only a cache lookup that will embed (cache on for the
+        project, no `no-cache`, not bypassed, no exact hit, something cached in the partition).
+        Returns the token that the pre-call hook claims the embedding with (`adopt`).
         """
-        cache, embedder = self.hooks.ctx.cache, self.hooks.ctx.embedder
+        embedder, cache, settings = self.hooks.ctx.embedder, self.hooks.ctx.cache, self.hooks.settings
+        messages, model = body.get("messages"), body.get("model")
+        if embedder is None or not isinstance(messages, list) or not messages or not isinstance(model, str):
+            return None
+        if not all(isinstance(m, dict) for m in messages):
+            return None
+        if model == settings.auto_model_name:
+            needed = settings.routing_use_embedding
+        else:
+            needed = (cache is not None and principal.cache_enabled and "no-cache" not in cache_control.lower()
+                      and cache.needs_embedding(principal.scope, messages, {**request_params(body), "model": model}))
+        text = embedding_text(query_text(messages)) if needed else ""
+        if not text:
+            return None
+        return self.prefetches.add(text, embed_soon(embedder, text))
+
+    def adopt(self, state: RequestState, token: Any, messages: list[dict[str, Any]]) -> None:
+        """In the pre-call hook: take over the embedding started at authentication, if any."""
+        future = self.prefetches.claim(token, embedding_text(query_text(messages))) if token else None
+        if future is not None and state.embedding is None:
+            state.embedding_future = future
+
+    def start_embedding(self, state: RequestState, data: dict[str, Any]) -> None:
+        """Start the lookup's embedding now, if the lookup will need it and none is under way.
+
+        Called by the pre-call hook: the embedding (on onnxruntime's thread, no GIL) then runs
+        while LiteLLM prepares the call, instead of after it. Exact hits and empty partitions
+        embed nothing.
+        """
+        cache = self.hooks.ctx.cache
         messages = request_messages(state, data)
-        if cache is None or embedder is None or state.embedding is not None or not isinstance(messages, list):
+        if cache is None or self.hooks.ctx.embedder is None or not isinstance(messages, list):
+            return
+        if state.embedding is not None or state.embedding_future is not None:
             return
         if cache.needs_embedding(state.principal.scope, messages, cache_params(state, data)):
-            text = embedding_text(query_text(messages))
-            future = asyncio.ensure_future(asyncio.to_thread(embed_timed, embedder, text))
-            # a request that fails before its lookup never awaits it: retrieve any error here
-            future.add_done_callback(lambda f: f.cancelled() or f.exception())
-            state.embedding_future = future
+            state.embedding_future = embed_soon(self.hooks.ctx.embedder, embedding_text(query_text(messages)))
 
     def _lookup(self, state: RequestState, kwargs: dict[str, Any]) -> Any:
         cache = self.hooks.ctx.cache
@@ -148,10 +237,10 @@ class AdaptiveCacheBackend(BaseCache):
         try:
             body = response.model_dump(mode="json") if hasattr(response, "model_dump") else dict(response)
             args = (state.principal.scope, state.cache_request[0], body, cache_params(state, {}))
-            if state.embedding is not None:
-                cache.store(*args, embedding=state.embedding, wait=False)  # no embedding, no database wait
-            else:
-                await asyncio.to_thread(cache.store, *args, wait=False)  # embeds the query first
+            if await request_embedding(state) is None and cache.storable(*args) and self.hooks.ctx.embedder is not None:
+                # no lookup embedded it (no-cache, or nothing cached in the partition yet)
+                state.embedding = await embed_soon(self.hooks.ctx.embedder, embedding_text(query_text(args[1])))
+            cache.store(*args, embedding=state.embedding, wait=False)  # queued: no database wait
         except (AdaptiveError, OSError, ValueError, TypeError) as exc:
             log.error("adaptive: cache store failed (the response was delivered): %s", exc)
 

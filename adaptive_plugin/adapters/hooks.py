@@ -31,7 +31,7 @@ from adaptive_plugin import metrics
 from adaptive_plugin.adapters import accounting
 from adaptive_plugin.adapters.cache_backend import AdaptiveCacheBackend, request_params
 from adaptive_plugin.adapters.deployments import DeploymentIndex, provider_of
-from adaptive_plugin.adapters.state import STATE_KEY, RequestRegistry, RequestState, request_metadata
+from adaptive_plugin.adapters.state import PREFETCH_KEY, STATE_KEY, RequestRegistry, RequestState, request_metadata
 from adaptive_plugin.billing import Usage
 from adaptive_plugin.config import Settings
 from adaptive_plugin.context import PluginContext
@@ -124,6 +124,20 @@ class AdaptiveHooks(CustomLogger):
         self._principals_by_key_id[principal.api_key_id] = principal
         return principal
 
+    async def prefetch_embedding(self, request: Any, principal: Principal) -> str | None:
+        """Fails open: start a chat request's embedding during authentication (see
+        `AdaptiveCacheBackend.prefetch`); returns the token its pre-call hook claims it with."""
+        if self.cache_backend is None or not str(request.url.path).endswith("/chat/completions"):
+            return None
+        try:
+            from litellm.proxy.common_utils.http_parsing_utils import read_request_body
+
+            body = await read_request_body(request)  # parsed (and kept) by LiteLLM before auth
+            return self.cache_backend.prefetch(principal, body, request.headers.get("cache-control", ""))
+        except Exception as exc:  # noqa: BLE001 - an optimisation: the pre-call hook embeds instead
+            log.debug("adaptive: no early embedding: %s", exc)
+            return None
+
     def principal_of(self, user_api_key_dict: Any) -> Principal:
         md = getattr(user_api_key_dict, "metadata", None) or {}
         key = str(getattr(user_api_key_dict, "api_key", "") or "")
@@ -151,7 +165,8 @@ class AdaptiveHooks(CustomLogger):
         state.requested_model = str(data.get("model") or "")
         try:
             if str(getattr(call_type, "value", call_type)) in CHAT_CALL_TYPES:
-                await self._prepare_chat(state, data, own)
+                token = (getattr(user_api_key_dict, "metadata", None) or {}).get(PREFETCH_KEY)
+                await self._prepare_chat(state, data, own, token)
             else:
                 self._check_allowed(principal, state.requested_model)
                 state.model_group = state.requested_model
@@ -162,7 +177,7 @@ class AdaptiveHooks(CustomLogger):
             metrics.PLUGIN_LATENCY_SECONDS.labels(stage="pre_call").observe(time.perf_counter() - started)
         return data
 
-    async def _prepare_chat(self, state: RequestState, data: dict, own: dict[str, Any]) -> None:
+    async def _prepare_chat(self, state: RequestState, data: dict, own: dict[str, Any], prefetch_token: Any) -> None:
         from adaptive_plugin.adapters import routing
 
         messages = data.get("messages")
@@ -170,6 +185,8 @@ class AdaptiveHooks(CustomLogger):
             raise RoutingError("messages must be a non-empty list of message objects")
         headers = _request_headers(data)
         self._apply_cache_control(state, data, headers)
+        if self.cache_backend is not None:
+            self.cache_backend.adopt(state, prefetch_token, messages)
         if state.requested_model == self.settings.auto_model_name:
             await routing.route(self, state, data, own, headers)
         else:

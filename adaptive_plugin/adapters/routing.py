@@ -7,13 +7,12 @@ LiteLLM's own retry and fallback machinery.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
 from adaptive_plugin import metrics
 from adaptive_plugin.adapters.deployments import DeploymentInfo
-from adaptive_plugin.adapters.cache_backend import embed_timed
+from adaptive_plugin.adapters.cache_backend import embed_soon, request_embedding
 from adaptive_plugin.embedding import embedding_text, query_text
 from adaptive_plugin.errors import RoutingError
 from adaptive_plugin.keys import Principal
@@ -84,13 +83,13 @@ async def decide(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RoutingError("messages must be a non-empty list of message objects")
-    embedding = state.embedding if state is not None else None
     embedder = hooks.ctx.embedder if hooks.settings.routing_use_embedding else None
+    embedding = await request_embedding(state) if state is not None and embedder is not None else None
     if embedding is None and embedder is not None:
         text = query_text(messages)
         if text:
             # the same prefix embedding the cache uses: computed once per request
-            embedding = await asyncio.to_thread(embed_timed, embedder, embedding_text(text))
+            embedding = await embed_soon(embedder, embedding_text(text))
             if state is not None:
                 state.embedding = embedding
     assessment = assess(messages, embedding=embedding)

@@ -11,6 +11,7 @@ from typing import Any
 from adaptive_plugin.keys import Principal, RequestKeyState
 
 STATE_KEY = "adaptive_rid"  # the only thing we put in LiteLLM's request metadata
+PREFETCH_KEY = "adaptive_prefetch"  # in the auth result's metadata: the embedding started at auth
 _MAX_AGE_SECONDS = 900.0
 
 

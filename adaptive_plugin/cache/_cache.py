@@ -438,16 +438,8 @@ class SemanticCache:
 
         With `wait=False` the row is queued for the writer thread (see the class docstring).
         """
-        reason = bypass_reason(messages, params, max_temperature=self.max_temperature, store=True)
-        reason = reason or unstorable_reason(response)
-        key: RequestKey | None = None
-        if reason is None:
-            key = request_key(scope, messages, params)
-            cached = key.exact in self._exact  # a dict read: no lock, so the event loop never waits on sync()
-            with self._pending_lock:
-                if cached or key.exact in self._pending:
-                    reason = "already cached"
-        if reason is not None or key is None:
+        key, reason = self._store_key(scope, messages, response, params)
+        if key is None:
             log.debug("semantic cache skipped a store: %s", reason)
             metrics.CACHE_STORES.labels(result="skipped").inc()
             return False
@@ -479,6 +471,26 @@ class SemanticCache:
                 self._writer.start()
         self._wake.set()
         return True
+
+    def storable(
+        self, scope: str, messages: list[dict[str, Any]], response: dict[str, Any], params: dict[str, Any] | None = None
+    ) -> bool:
+        """Whether `store` would keep this answer (so it is worth embedding the query first)."""
+        return self._store_key(scope, messages, response, params)[0] is not None
+
+    def _store_key(
+        self, scope: str, messages: list[dict[str, Any]], response: dict[str, Any], params: dict[str, Any] | None
+    ) -> tuple[RequestKey | None, str | None]:
+        reason = bypass_reason(messages, params, max_temperature=self.max_temperature, store=True)
+        reason = reason or unstorable_reason(response)
+        if reason is not None:
+            return None, reason
+        key = request_key(scope, messages, params)
+        cached = key.exact in self._exact  # a dict read: no lock, so the event loop never waits on sync()
+        with self._pending_lock:
+            if cached or key.exact in self._pending:
+                return None, "already cached"
+        return key, None
 
     def flush(self) -> int:
         """Write every queued entry now; returns how many were written."""

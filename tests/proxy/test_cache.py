@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from tests.proxy.gateway import Gateway, chat, settle
 
 
@@ -116,3 +118,29 @@ def test_plugin_request_fields_never_reach_the_provider(gateway: Gateway) -> Non
     for call in calls:
         leaked = {"cache_key", "cache", "caching", "cost_bias", "adaptive_rid"} & set(call["fields"])
         assert not leaked, f"sent upstream: {sorted(leaked)} in {call['fields']}"
+
+
+def _embeddings(gateway: Gateway) -> float:
+    found = re.search(r'^adaptive_plugin_latency_seconds_count\{stage="embedding"\} (\S+)$', gateway.metrics(), re.M)
+    return float(found[1]) if found else 0.0
+
+
+def test_each_request_is_embedded_at_most_once(gateway: Gateway) -> None:
+    """The embedding starts at authentication and serves the router, the lookup and the store."""
+    project = gateway.project(plan="developer")
+    client = gateway.client(project.api_key)
+    steps = [
+        # (what, request, embeddings): a new project's partition is empty, so its first
+        # request embeds only to store the answer
+        ("first request, empty partition", {"content": "What is the boiling point of water at sea level?"}, 1),
+        ("miss in a filled partition", {"content": "How many legs does a spider have?"}, 1),
+        ("exact hit", {"content": "How many legs does a spider have?"}, 0),
+        ("no-cache: stored only", {"content": "Name a river in Peru.", "extra_headers": {"Cache-Control": "no-cache"}}, 1),
+        ("no-cache, no-store", {"content": "Name a lake in Chile.", "extra_headers": {"Cache-Control": "no-cache, no-store"}}, 0),
+        ("routed by the embedding, then looked up", {"content": "Name a desert in Africa.", "model": "auto"}, 1),
+    ]
+    for what, request, expected in steps:
+        before = _embeddings(gateway)
+        chat(client, **request)  # type: ignore[arg-type]
+        settle()
+        assert _embeddings(gateway) - before == expected, what

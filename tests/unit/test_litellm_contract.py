@@ -29,8 +29,8 @@ PINNED = "1.106.12"
 
 # Public methods that are ours, not LiteLLM overrides.
 OWN_METHODS = {
-    AdaptiveHooks: {"install", "ensure_strategy", "authenticate", "principal_of"},
-    AdaptiveCacheBackend: {"store_answer", "start_embedding"},
+    AdaptiveHooks: {"install", "ensure_strategy", "authenticate", "prefetch_embedding", "principal_of"},
+    AdaptiveCacheBackend: {"store_answer", "prefetch", "adopt", "start_embedding"},
     AdaptiveRoutingStrategy: {"pooled_failed", "pooled_healthy"},
 }
 # Methods LiteLLM calls by duck typing on a cache backend (not declared on BaseCache), checked

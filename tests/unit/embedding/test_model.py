@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import shutil
 from pathlib import Path
@@ -96,3 +97,36 @@ def test_a_drifted_integer_model_is_not_kept_and_the_source_model_is_used(
     assert "drifted from the source model" in caplog.text
     assert not (directory / QUANTIZED_FILE).exists() and not (directory / QUANTIZED_DIGEST_FILE).exists()
     assert "model.onnx" in Embedder.from_directory(directory).identity
+
+
+REQUEST_TEXTS = [*SENTENCES, "", "word " * 400]  # empty, and longer than the tokenizer's limit
+
+
+@pytest.mark.parametrize("threads", [2, 1], ids=["onnxruntime-pool", "python-thread"])
+def test_request_path_embeddings_equal_fastembeds(derived_dir: Path, threads: int) -> None:
+    """The request path (own tokenise/run/pool, off the event loop) gives fastembed's vectors."""
+    embedder = Embedder.from_directory(derived_dir, threads=threads)
+    assert embedder.runs_async is (threads >= 2)
+
+    async def embed_all() -> list[np.ndarray]:
+        return list(await asyncio.gather(*(embedder.embed_one_async(t) for t in REQUEST_TEXTS)))
+
+    concurrent = asyncio.run(embed_all())
+    for text, vector in zip(REQUEST_TEXTS, concurrent, strict=True):
+        reference = embedder.embed([text])[0]
+        assert vector.dtype == np.float32 and vector.shape == (embedder.dimensions,)
+        np.testing.assert_allclose(vector, reference, atol=1e-6)
+        np.testing.assert_allclose(embedder.embed_one(text), reference, atol=1e-6)
+
+
+def test_an_abandoned_embedding_does_not_disturb_the_next(derived_dir: Path) -> None:
+    embedder = Embedder.from_directory(derived_dir, threads=2)
+
+    async def run() -> np.ndarray:
+        abandoned = embedder.embed_one_soon(SENTENCES[0])
+        abandoned.cancel()  # the request went away while onnxruntime computed
+        vector = await embedder.embed_one_async(SENTENCES[1])
+        await asyncio.sleep(0.05)  # the abandoned run finishes meanwhile: nothing raises
+        return vector
+
+    np.testing.assert_allclose(asyncio.run(run()), embedder.embed([SENTENCES[1]])[0], atol=1e-6)
