@@ -150,7 +150,8 @@ class Embedder:
     def embed_one_soon(self, text: str) -> asyncio.Future[np.ndarray]:
         """Start `embed_one` now, off the event loop, and without a Python thread.
 
-        Called from the event loop; returns at once. The tokens are prepared here (about 40
+        Called from the event loop; returns at once, and reports failures through the future
+        (EmbeddingModelError). The tokens are prepared here (about 40
         microseconds) and onnxruntime computes on its own pool thread (`InferenceSession.run_async`),
         with the GIL released, while the event loop carries on with the proxy's other work. A
         Python worker thread would first have to win the GIL from the busy event loop (up to the
@@ -163,18 +164,19 @@ class Embedder:
             return loop.run_in_executor(None, self.embed_one, text)
         assert self._session is not None
         done: asyncio.Future[np.ndarray] = loop.create_future()
-        feed = self._feed(text)
-
-        def finished(outputs: Any, _user_data: Any, error: str) -> None:  # on onnxruntime's thread
-            try:
-                loop.call_soon_threadsafe(self._settle, done, outputs, error, feed)
-            except RuntimeError:  # the loop closed during the run: nobody awaits it any more
-                pass
-
         try:
+            feed = self._feed(text)
+
+            def finished(outputs: Any, _user_data: Any, error: str) -> None:  # on onnxruntime's thread
+                try:
+                    loop.call_soon_threadsafe(self._settle, done, outputs, error, feed)
+                except RuntimeError:  # the loop closed during the run: nobody awaits it any more
+                    pass
+
             self._session.run_async(None, feed, finished, None)
-        except Exception as exc:  # onnxruntime raises its own exception types
-            raise EmbeddingModelError(f"embedding failed: {exc}") from exc
+        except Exception as exc:  # noqa: BLE001 - the tokenizer and onnxruntime raise their own types
+            # never raises here: the caller learns it from the future, like any other failure
+            done.set_exception(EmbeddingModelError(f"embedding failed: {exc}"))
         return done
 
     async def embed_one_async(self, text: str) -> np.ndarray:

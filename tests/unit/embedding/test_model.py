@@ -130,3 +130,20 @@ def test_an_abandoned_embedding_does_not_disturb_the_next(derived_dir: Path) -> 
         return vector
 
     np.testing.assert_allclose(asyncio.run(run()), embedder.embed([SENTENCES[1]])[0], atol=1e-6)
+
+
+def test_a_failing_run_is_reported_through_the_future(derived_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The request path fails open: embed_one_soon never raises, its future carries the error."""
+    embedder = Embedder.from_directory(derived_dir, threads=2)
+
+    def broken(*_args: object) -> None:
+        raise RuntimeError("onnxruntime is out of memory")
+
+    monkeypatch.setattr(embedder._session, "run_async", broken)
+
+    async def run() -> None:
+        future = embedder.embed_one_soon("How do I reset my password?")  # no exception here
+        with pytest.raises(EmbeddingModelError, match="embedding failed: onnxruntime is out of memory"):
+            await future
+
+    asyncio.run(run())
