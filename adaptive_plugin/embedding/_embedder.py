@@ -131,7 +131,11 @@ class Embedder:
         return cls(model, dimensions=dims, identity=model_name, threads=threads)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Return an (n, d) float32 array of unit vectors (fastembed's batching, for many texts)."""
+        """Return an (n, d) float32 array of unit vectors (fastembed's batching, for many texts).
+
+        With the derived integer model, a text's vector here differs slightly from `embed_one`'s
+        (cosine about 0.99): dynamic quantization scales over the whole padded batch.
+        """
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
         with self._slots:
