@@ -3,6 +3,9 @@
 Fails closed: an unknown, revoked or malformed token gets 401 with a message saying which;
 a database outage gets 503. The operator's LiteLLM master key is accepted as the proxy
 admin (and may call models on pooled keys as the built-in `operator` principal).
+
+For a project's chat request it also starts the query's embedding (fails open), so that it
+runs while LiteLLM does its own work before the router and the cache lookup need it.
 """
 
 from __future__ import annotations
