@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
 
 import pytest
 
@@ -10,7 +11,7 @@ from adaptive_plugin.adapters.cache_backend import Prefetches
 
 
 @pytest.fixture()
-def loop() -> asyncio.AbstractEventLoop:
+def loop() -> Iterator[asyncio.AbstractEventLoop]:
     loop = asyncio.new_event_loop()
     yield loop
     loop.close()
