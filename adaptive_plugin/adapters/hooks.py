@@ -135,7 +135,7 @@ class AdaptiveHooks(CustomLogger):
             body = await read_request_body(request)  # parsed (and kept) by LiteLLM before auth
             return self.cache_backend.prefetch(principal, body, request.headers.get("cache-control", ""))
         except Exception as exc:  # noqa: BLE001 - an optimisation: the pre-call hook embeds instead
-            log.debug("adaptive: no early embedding: %s", exc)
+            log.debug("adaptive: no early embedding (%s)", type(exc).__name__)  # its text may quote the body
             return None
 
     def principal_of(self, user_api_key_dict: Any) -> Principal:
