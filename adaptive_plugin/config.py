@@ -74,7 +74,7 @@ class Settings(BaseSettings):
     default_cost_bias: float = Field(0.5, ge=0, le=1, description="Default trade-off: 0 = cheapest model, 1 = best model.")
     routing_use_embedding: bool = Field(True, description="Use the prompt embedding in the complexity score.")
     key_cooldown_seconds: float = Field(30.0, gt=0, description="Cooldown of a failing key when the provider gives no retry-after.")
-    ledger_flush_seconds: float = Field(0.5, gt=0, description="Interval at which usage rows are written in batches.")
+    ledger_flush_seconds: float = Field(0.5, gt=0, description="Usage rows are committed (in batches) within this many seconds.")
     ledger_batch_size: int = Field(500, gt=0, description="Largest batch of usage rows written at once.")
     metrics_project_labels: bool = Field(False, description="Add a project label to request and fee metrics.")
     sync_interval_seconds: float = Field(1.0, gt=0, description="How often shared state (cache entries, key revocations) is re-read from the database.")
