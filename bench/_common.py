@@ -81,6 +81,20 @@ def machine_note() -> str:
     return f"{os.cpu_count()} cores, {mem}, Python {platform.python_version()}, load average {load}"
 
 
+def cpu_speed_ms() -> float:
+    """A fixed pure-Python loop (5 million additions), best of 3, in ms: the same machine kind has
+    been seen 2-3x apart in it on different days, so figures from different runs compare only
+    alongside it."""
+    best = float("inf")
+    for _ in range(3):
+        started = time.perf_counter()
+        total = 0
+        for i in range(5_000_000):
+            total += i
+        best = min(best, time.perf_counter() - started)
+    return best * 1000
+
+
 def loadavg() -> float:
     return os.getloadavg()[0]
 

@@ -54,6 +54,7 @@ from bench._common import (  # noqa: E402
     Result,
     Stats,
     bare_config,
+    cpu_speed_ms,
     loadavg,
     machine_note,
     new_tempdir,
@@ -311,7 +312,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="1,16,64", help="concurrency levels")
     ap.add_argument("--latencies", default="0,50", help="fake provider latencies, ms")
     ap.add_argument("--variants", default="a,b',b", help="which of a, b', b to run ((c) and (b-auto) ride on b)")
-    ap.add_argument("--rounds", type=int, default=3,
+    ap.add_argument("--rounds", type=int, default=6,
                     help="each level is measured in this many turns per variant, interleaved (drift hits all alike)")
     ap.add_argument("--deadline", type=float, default=120.0, help="wall-clock bound per level, seconds")
     ap.add_argument("--quick", action="store_true", help="100 requests, warm-up 10, levels 1,16, latency 0")
@@ -326,8 +327,9 @@ def main(argv: list[str] | None = None) -> int:
 
     started = time.monotonic()
     note_start = machine_note()
+    speed = cpu_speed_ms()
     emb, emb95 = embed_p50()
-    print(f"{note_start}\nlocal embedding of one bench prompt: p50 {emb:.2f} ms, p95 {emb95:.2f} ms", flush=True)
+    print(f"{note_start}\nCPU speed figure: {speed:.0f} ms\nlocal embedding of one bench prompt: p50 {emb:.2f} ms, p95 {emb95:.2f} ms", flush=True)
     work = new_tempdir("adaptive-bench-overhead-")
     rows: list[Row] = []
     notes: dict[str, Any] = {}
@@ -360,7 +362,8 @@ variant and concurrency level after {args.warmup} warm-up requests, measured in 
 per variant (all proxies started side by side; the order alternates between turns), aiohttp client with a
 pool sized to the concurrency, one proxy worker each, the fake provider in its own process, {elapsed:.0f} s in all.
 Machine: {note_start} at the start; {note_end.split('load average ')[-1]} at the end (the per-row load
-average is the 1-minute figure). (a) bare LiteLLM (demo config minus the plugin callback,
+average is the 1-minute figure); CPU speed figure {speed:.0f} ms (`bench._common.cpu_speed_ms`: a 5-million-addition
+Python loop, best of 3; lower is faster; this machine kind has shown 2-3x different figures on different days). (a) bare LiteLLM (demo config minus the plugin callback,
 custom_auth and retry policy; master key); (b) plugin on, project key, BYOK key, unique prompts (cache miss,
 answer stored); (b') plugin with `ADAPTIVE_CACHE_ENABLED=false ADAPTIVE_ROUTING_USE_EMBEDDING=false`; (c) cache
 hit on (b) (`x-adaptive-cache: {notes.get('hit_header')}`). Model `{MODEL}`, `max_tokens` 64.

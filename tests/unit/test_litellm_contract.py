@@ -111,3 +111,49 @@ def test_router_accepts_a_custom_routing_strategy() -> None:
     # the strategy keeps a reference to the router's defaults, so these must stay too
     for name in ("async_get_available_deployment", "get_available_deployment"):
         assert hasattr(Router, name), name
+
+
+@pytest.fixture
+def litellm_callbacks():
+    """Restore LiteLLM's global cache and callback lists after the test."""
+    import litellm
+
+    lists = ("input_callback", "success_callback", "_async_success_callback", "callbacks")
+    saved = {name: list(getattr(litellm, name)) for name in lists}
+    saved_cache = litellm.cache
+    yield litellm
+    for name, value in saved.items():
+        getattr(litellm, name)[:] = value
+    litellm.cache = saved_cache
+
+
+def _runs_sync_success_handler(litellm) -> bool:
+    """Whether LiteLLM would run its synchronous success handler in a thread after an async call."""
+    import datetime
+
+    from litellm.litellm_core_utils.litellm_logging import Logging
+
+    logging_obj = Logging(model="gpt-4o-mini", messages=[{"role": "user", "content": "hi"}], stream=False,
+                          call_type="acompletion", start_time=datetime.datetime.now(), litellm_call_id="contract",
+                          function_id="contract")
+    return logging_obj._should_run_sync_callbacks_for_async_calls()
+
+
+def test_installing_the_cache_backend_leaves_no_sync_success_handler_per_request(litellm_callbacks) -> None:
+    """`litellm.Cache()` registers a "cache" logging callback that nothing acts on, yet it makes every
+    request run LiteLLM's sync success handler in a thread (CPU the event loop waits for): the
+    plugin removes it, and LiteLLM's cache still dispatches to our backend."""
+    from adaptive_plugin.adapters.hooks import drop_idle_cache_callbacks
+
+    litellm = litellm_callbacks
+    for name in ("input_callback", "success_callback", "_async_success_callback"):
+        getattr(litellm, name)[:] = []
+    litellm.callbacks[:] = [CustomLogger()]  # ours is a CustomLogger: never a reason for the sync handler
+    assert not _runs_sync_success_handler(litellm)
+    backend = InMemoryCache()
+    litellm.cache = litellm.Cache(type="local", _backend=backend)
+    assert _runs_sync_success_handler(litellm)  # what LiteLLM does with the callback in place
+    drop_idle_cache_callbacks()
+    assert not _runs_sync_success_handler(litellm)
+    assert "cache" not in litellm.input_callback + litellm.success_callback + litellm._async_success_callback
+    assert litellm.cache.cache is backend
