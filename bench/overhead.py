@@ -19,7 +19,8 @@ by an aiohttp client whose connection pool matches the concurrency, in `--rounds
 variant that alternate between the variants (a, b', b, ..., then b, b', a, ...): slow drift of
 the machine (other jobs, CPU clocks) then affects every variant alike instead of whichever
 happened to run during it. The idle proxies cost nothing measurable while another is measured. Printed: p50/p95/p99
-latency, throughput, the ratios (b)/(a) and the differences in ms, the local embedding time
+latency, throughput, the proxy process's CPU time per measured request (all its threads, from
+/proc: on a noisy machine far steadier than a latency percentile), the ratios (b)/(a) and the differences, the local embedding time
 (p50, measured in this process on the same kind of prompts), the proxy's own
 adaptive_cache_lookup_seconds / adaptive_plugin_latency_seconds means, and the targets.
 `--write` replaces the `## Overhead` section of bench/RESULTS.md. `--profile` runs py-spy on
@@ -30,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import re
 import secrets
 import shutil
@@ -84,6 +86,7 @@ class Row:
     stats: Stats
     errors: int
     load: float
+    cpu_ms: float  # the proxy process's CPU time (all threads) per measured request
 
 
 def chat_factory(api_key: str, tag: str, *, model: str = MODEL, fixed: str | None = None):
@@ -96,16 +99,27 @@ def chat_factory(api_key: str, tag: str, *, model: str = MODEL, fixed: str | Non
     return make
 
 
-def measure(url: str, make, *, n: int, concurrency: int, warmup: int, deadline_s: float,
-            start: int = 0) -> tuple[list[Result], float, float]:
-    """Warm up (unmeasured), then send n requests; returns (results, wall seconds, load average)."""
+def process_cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all threads (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def measure(url: str, make, *, n: int, concurrency: int, warmup: int, deadline_s: float, pid: int,
+            start: int = 0) -> tuple[list[Result], float, float, float]:
+    """Warm up (unmeasured), then send n requests; returns (results, wall seconds, load average,
+    the proxy's CPU seconds during the measured requests)."""
     la = loadavg()
     if warmup:
         asyncio.run(run_load(url, make, n=warmup, concurrency=concurrency, start=10_000_000 + start, keep_body=False,
                              deadline_s=deadline_s))
+    cpu = process_cpu_seconds(pid)
     results, wall = asyncio.run(run_load(url, make, n=n, concurrency=concurrency, start=start, keep_body=False,
                                          deadline_s=deadline_s))
-    return results, wall, max(la, loadavg())
+    return results, wall, max(la, loadavg()), process_cpu_seconds(pid) - cpu
 
 
 def histogram_means(metrics_text: str) -> dict[str, float]:
@@ -218,7 +232,7 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
         order = list(targets)
         per_round = max(1, args.requests // args.rounds)
         for conc in args.levels:
-            acc: dict[str, tuple[list[Result], float, float]] = {v: ([], 0.0, 0.0) for v in order}
+            acc: dict[str, tuple[list[Result], float, float, float]] = {v: ([], 0.0, 0.0, 0.0) for v in order}
             for rnd in range(args.rounds):
                 # alternate the order so that no variant always runs right after the same one
                 for variant in order if rnd % 2 == 0 else order[::-1]:
@@ -228,24 +242,26 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                             and conc == max(args.levels)):
                         profiler = Profiler(target.pid, Path(args.profile), max(5.0, per_round / 60))
                     tag = f"{variant}{latency:g}-{conc}-{rnd}-{secrets.token_hex(2)}"
-                    results, wall, la = measure(target.url, target.make_for(tag), n=per_round, concurrency=conc,
-                                                warmup=args.warmup if rnd == 0 else 0, deadline_s=args.deadline,
-                                                start=rnd * per_round)
+                    results, wall, la, cpu = measure(target.url, target.make_for(tag), n=per_round,
+                                                     concurrency=conc, warmup=args.warmup if rnd == 0 else 0,
+                                                     deadline_s=args.deadline, pid=target.pid, start=rnd * per_round)
                     if profiler is not None:
                         profiler.wait()
-                    done, total_wall, load = acc[variant]
-                    acc[variant] = (done + results, total_wall + wall, max(load, la))
+                    done, total_wall, load, total_cpu = acc[variant]
+                    acc[variant] = (done + results, total_wall + wall, max(load, la), total_cpu + cpu)
             for variant in order:
-                results, wall, la = acc[variant]
+                results, wall, la, cpu = acc[variant]
                 stats = Stats.of(results, wall)
                 errors = sum(r.status != 200 for r in results)
                 if errors:
                     first = next(r for r in results if r.status != 200)
                     print(f"    ({variant}) {errors} errors, e.g. {first.status} {first.error or str(first.body)[:200]}",
                           flush=True)
-                rows.append(Row(latency, variant, conc, stats, errors, la))
+                cpu_ms = 1000 * cpu / len(results) if results else float("nan")
+                rows.append(Row(latency, variant, conc, stats, errors, la, cpu_ms))
                 print(f"  ({variant}) latency {latency:g} ms, c={conc}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
-                      f"p99 {stats.p99_ms:.2f} ms, {stats.rps:.0f} req/s, errors {errors}, load {la:.1f}", flush=True)
+                      f"p99 {stats.p99_ms:.2f} ms, {stats.rps:.0f} req/s, proxy CPU {cpu_ms:.2f} ms/req, "
+                      f"errors {errors}, load {la:.1f}", flush=True)
         base = notes.get("base_urls", {}).get(latency)
         if base:
             notes.setdefault("metrics", {})[latency] = histogram_means(httpx.get(f"{base}/metrics/", timeout=30).text)
@@ -256,16 +272,16 @@ def find(rows: list[Row], latency: float, variant: str, conc: int) -> Row | None
 
 
 def tables(rows: list[Row], args: argparse.Namespace) -> str:
-    out = ["| provider latency | variant | concurrency | p50 ms | p95 ms | p99 ms | req/s | errors | load avg |",
-           "|---|---|---|---|---|---|---|---|---|"]
+    out = ["| provider latency | variant | concurrency | p50 ms | p95 ms | p99 ms | req/s | proxy CPU ms/req | errors "
+           "| load avg |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lat = "-" if r.variant == "c" else f"{r.latency_ms:g} ms"
         s = r.stats
         out.append(f"| {lat} | ({r.variant}) | {r.concurrency} | {s.p50_ms:.2f} | {s.p95_ms:.2f} | {s.p99_ms:.2f} | "
-                   f"{s.rps:.0f} | {r.errors} | {r.load:.1f} |")
+                   f"{s.rps:.0f} | {r.cpu_ms:.2f} | {r.errors} | {r.load:.1f} |")
     out += ["", "Plugin vs. bare, same provider latency and concurrency (difference in ms; ratio of throughput):", "",
-            "| provider latency | concurrency | variant | Δp50 ms | Δp95 ms | Δp99 ms | p50 ratio | req/s ratio |",
-            "|---|---|---|---|---|---|---|---|"]
+            "| provider latency | concurrency | variant | Δp50 ms | Δp95 ms | Δp99 ms | p50 ratio | req/s ratio "
+            "| Δproxy CPU ms/req |", "|---|---|---|---|---|---|---|---|---|"]
     for lat in args.latencies:
         for conc in args.levels:
             a = find(rows, lat, "a", conc)
@@ -275,7 +291,8 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
                     continue
                 out.append(f"| {lat:g} ms | {conc} | ({v}) | {b.stats.p50_ms - a.stats.p50_ms:+.2f} | "
                            f"{b.stats.p95_ms - a.stats.p95_ms:+.2f} | {b.stats.p99_ms - a.stats.p99_ms:+.2f} | "
-                           f"{b.stats.p50_ms / a.stats.p50_ms:.3f} | {b.stats.rps / a.stats.rps:.3f} |")
+                           f"{b.stats.p50_ms / a.stats.p50_ms:.3f} | {b.stats.rps / a.stats.rps:.3f} | "
+                           f"{b.cpu_ms - a.cpu_ms:+.2f} |")
     return "\n".join(out)
 
 
