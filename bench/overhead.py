@@ -60,6 +60,7 @@ from bench._common import (  # noqa: E402
     loadavg,
     machine_note,
     new_tempdir,
+    pct,
     proxy_env,
     run_load,
     write_section,
@@ -87,6 +88,7 @@ class Row:
     errors: int
     load: float
     cpu_ms: float  # the proxy process's CPU time (all threads) per measured request
+    turn_p50s: list[float]  # p50 of each interleaved turn, in turn order
 
 
 def chat_factory(api_key: str, tag: str, *, model: str = MODEL, fixed: str | None = None):
@@ -233,6 +235,7 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
         per_round = max(1, args.requests // args.rounds)
         for conc in args.levels:
             acc: dict[str, tuple[list[Result], float, float, float]] = {v: ([], 0.0, 0.0, 0.0) for v in order}
+            turns: dict[str, list[float]] = {}
             for rnd in range(args.rounds):
                 # alternate the order so that no variant always runs right after the same one
                 for variant in order if rnd % 2 == 0 else order[::-1]:
@@ -249,6 +252,7 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                         profiler.wait()
                     done, total_wall, load, total_cpu = acc[variant]
                     acc[variant] = (done + results, total_wall + wall, max(load, la), total_cpu + cpu)
+                    turns.setdefault(variant, []).append(pct([r.latency_s * 1000 for r in results if r.status == 200], 50))
             for variant in order:
                 results, wall, la, cpu = acc[variant]
                 stats = Stats.of(results, wall)
@@ -258,7 +262,7 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                     print(f"    ({variant}) {errors} errors, e.g. {first.status} {first.error or str(first.body)[:200]}",
                           flush=True)
                 cpu_ms = 1000 * cpu / len(results) if results else float("nan")
-                rows.append(Row(latency, variant, conc, stats, errors, la, cpu_ms))
+                rows.append(Row(latency, variant, conc, stats, errors, la, cpu_ms, turns.get(variant, [])))
                 print(f"  ({variant}) latency {latency:g} ms, c={conc}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
                       f"p99 {stats.p99_ms:.2f} ms, {stats.rps:.0f} req/s, proxy CPU {cpu_ms:.2f} ms/req, "
                       f"errors {errors}, load {la:.1f}", flush=True)
@@ -280,8 +284,8 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
         out.append(f"| {lat} | ({r.variant}) | {r.concurrency} | {s.p50_ms:.2f} | {s.p95_ms:.2f} | {s.p99_ms:.2f} | "
                    f"{s.rps:.0f} | {r.cpu_ms:.2f} | {r.errors} | {r.load:.1f} |")
     out += ["", "Plugin vs. bare, same provider latency and concurrency (difference in ms; ratio of throughput):", "",
-            "| provider latency | concurrency | variant | Δp50 ms | Δp95 ms | Δp99 ms | p50 ratio | req/s ratio "
-            "| Δproxy CPU ms/req |", "|---|---|---|---|---|---|---|---|---|"]
+            "| provider latency | concurrency | variant | Δp50 ms | Δp50 per turn: median [min, max] | Δp95 ms | Δp99 ms "
+            "| p50 ratio | req/s ratio | Δproxy CPU ms/req |", "|---|---|---|---|---|---|---|---|---|---|"]
     for lat in args.latencies:
         for conc in args.levels:
             a = find(rows, lat, "a", conc)
@@ -289,11 +293,20 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
                 b = find(rows, lat, v, conc)
                 if a is None or b is None:
                     continue
-                out.append(f"| {lat:g} ms | {conc} | ({v}) | {b.stats.p50_ms - a.stats.p50_ms:+.2f} | "
+                out.append(f"| {lat:g} ms | {conc} | ({v}) | {b.stats.p50_ms - a.stats.p50_ms:+.2f} | {turn_diffs(a, b)} | "
                            f"{b.stats.p95_ms - a.stats.p95_ms:+.2f} | {b.stats.p99_ms - a.stats.p99_ms:+.2f} | "
                            f"{b.stats.p50_ms / a.stats.p50_ms:.3f} | {b.stats.rps / a.stats.rps:.3f} | "
                            f"{b.cpu_ms - a.cpu_ms:+.2f} |")
     return "\n".join(out)
+
+
+def turn_diffs(a: Row, b: Row) -> str:
+    """(b)'s p50 minus (a)'s, turn by turn: adjacent turns share the machine's state of the moment,
+    so their spread shows how much of a pooled difference is the machine's drift."""
+    diffs = sorted(y - x for x, y in zip(a.turn_p50s, b.turn_p50s))
+    if not diffs:
+        return "-"
+    return f"{statistics.median(diffs):+.2f} [{diffs[0]:+.2f}, {diffs[-1]:+.2f}]"
 
 
 def verdicts(rows: list[Row], args: argparse.Namespace, emb: float) -> list[tuple[str, str, bool | None]]:
