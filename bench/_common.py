@@ -237,12 +237,15 @@ class Admin:
         return {"id": p["id"], "name": name, "api_key": ak["api_key"], "keys": views}
 
     def requests(self, project_id: str | None = None) -> list[dict[str, Any]]:
-        """Every ledger row (of one project), paging through /adaptive/requests."""
+        """Every ledger row (of one project), paging through /adaptive/requests by id: the proxy
+        may still be writing rows, which would shift offset pages (a row twice, another never)."""
         rows: list[dict[str, Any]] = []
-        for page in range(200):  # bounded: 200k rows at most
-            params: dict[str, Any] = {"limit": 1000, "offset": page * 1000}
+        for _ in range(200):  # bounded: 200k rows at most
+            params: dict[str, Any] = {"limit": 1000}
             if project_id is not None:
                 params["project_id"] = project_id
+            if rows:
+                params["before_id"] = rows[-1]["id"]
             batch = self.call("GET", "/adaptive/requests", params=params, expect=200).json()
             rows.extend(batch)
             if len(batch) < 1000:

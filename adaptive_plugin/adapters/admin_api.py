@@ -139,9 +139,15 @@ def build_router(hooks: AdaptiveHooks) -> APIRouter:
         return await call(lambda: ctx.ledger.totals(group_by=fields, project_id=project_id, since_day=since, until_day=until))
 
     @router.get("/requests", dependencies=admin, summary="The request log, newest first")
-    async def requests_log(project_id: str | None = None, limit: int = Query(100, ge=1, le=1000),
-                           offset: int = Query(0, ge=0, le=2**31 - 1)) -> list[dict[str, Any]]:
-        rows = await call(lambda: ctx.ledger.requests(project_id=project_id, limit=limit, offset=offset))
+    async def requests_log(
+        project_id: str | None = None, limit: int = Query(100, ge=1, le=1000),
+        offset: int = Query(0, ge=0, le=2**31 - 1),
+        before_id: int | None = Query(None, ge=1, le=2**63 - 1, description=(
+            "only rows with a smaller id: page on with the last row's id, and each row written before "
+            "the first page appears exactly once while traffic goes on (offset pages shift)")),
+    ) -> list[dict[str, Any]]:
+        rows = await call(lambda: ctx.ledger.requests(project_id=project_id, limit=limit, offset=offset,
+                                                      before_id=before_id))
         for row in rows:
             row["ts"] = row["ts"].isoformat() if hasattr(row.get("ts"), "isoformat") else row.get("ts")
         return rows

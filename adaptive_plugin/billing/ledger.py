@@ -180,12 +180,21 @@ class Ledger:
             out.append(row)
         return out
 
-    def requests(self, *, project_id: str | None = None, limit: int = 100, offset: int = 0) -> list[dict[str, Any]]:
-        """The request log, newest first."""
+    def requests(
+        self, *, project_id: str | None = None, limit: int = 100, offset: int = 0, before_id: int | None = None
+    ) -> list[dict[str, Any]]:
+        """The request log, newest first.
+
+        `before_id` pages by key: only rows with a smaller id. Paging on with the last id of the
+        previous page returns each row written before the walk began exactly once, while new rows
+        keep arriving; `offset` pages shift by one for every row written in between.
+        """
         t = UsageRow.__table__  # type: ignore[attr-defined]
         q = sa.select(t).order_by(t.c.id.desc()).limit(limit).offset(offset)
         if project_id is not None:
             q = q.where(t.c.project_id == project_id)
+        if before_id is not None:
+            q = q.where(t.c.id < before_id)
         with session_scope(self.engine) as s:
             return [dict(r) for r in s.execute(q).mappings().all()]
 

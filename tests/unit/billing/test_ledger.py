@@ -167,6 +167,21 @@ def test_requests_newest_first_paged_and_filtered(engine: Engine) -> None:
     assert [r["request_id"] for r in ledger.requests(project_id="prj_b")] == ["r3", "r1"]
 
 
+def test_paging_by_id_returns_each_row_once_while_rows_keep_arriving(engine: Engine) -> None:
+    ledger = Ledger(engine)
+    ledger.write_now([row(f"old{i}").model_dump() for i in range(7)])
+    walked: list[str] = []
+    before = None
+    for page in range(10):
+        batch = ledger.requests(limit=3, before_id=before)
+        walked += [r["request_id"] for r in batch]
+        ledger.write_now([row(f"new{page}").model_dump()])  # traffic goes on between pages
+        if len(batch) < 3:
+            break
+        before = batch[-1]["id"]
+    assert walked == [f"old{i}" for i in reversed(range(7))]  # offset pages would repeat rows here
+
+
 def test_provider_spend_counts_this_period_on_that_key_only(engine: Engine) -> None:
     now = datetime.now(timezone.utc)
     today = now.replace(hour=0, minute=0, second=0, microsecond=0)
