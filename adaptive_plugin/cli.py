@@ -197,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("requests", help="the request log, newest first")
     p.add_argument("--project")
     p.add_argument("--limit", type=int, default=20)
+    p.add_argument("--before-id", type=int, help="only older rows: the last id of the previous page")
     p.set_defaults(func=_with_ctx(lambda ctx, a: ctx.ledger.requests(
-        project_id=_project_id(ctx, a.project) if a.project else None, limit=a.limit)))
+        project_id=_project_id(ctx, a.project) if a.project else None, limit=a.limit, before_id=a.before_id)))
     return parser
 
 
