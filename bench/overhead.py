@@ -20,8 +20,8 @@ variant that alternate between the variants (a, b', b, ..., then b, b', a, ...):
 the machine (other jobs, CPU clocks) then affects every variant alike instead of whichever
 happened to run during it. The idle proxies cost nothing measurable while another is measured. Printed: p50/p95/p99
 latency, throughput, the proxy process's CPU time per measured request (all its threads, from
-/proc: on a noisy machine far steadier than a latency percentile), the ratios (b)/(a) and the differences, the local embedding time
-(p50, measured in this process on the same kind of prompts), the proxy's own
+/proc: on a noisy machine far steadier than a latency percentile), the ratios (b)/(a) and the
+differences (pooled, and turn by turn), the local embedding time (p50, measured in this process on the same kind of prompts), the proxy's own
 adaptive_cache_lookup_seconds / adaptive_plugin_latency_seconds means, and the targets.
 `--write` replaces the `## Overhead` section of bench/RESULTS.md. `--profile` runs py-spy on
 the (b) proxy during its highest-concurrency level (latency 0) and writes a flame graph.
@@ -252,7 +252,8 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                         profiler.wait()
                     done, total_wall, load, total_cpu = acc[variant]
                     acc[variant] = (done + results, total_wall + wall, max(load, la), total_cpu + cpu)
-                    turns.setdefault(variant, []).append(pct([r.latency_s * 1000 for r in results if r.status == 200], 50))
+                    ok_ms = [r.latency_s * 1000 for r in results if r.status == 200]
+                    turns.setdefault(variant, []).append(pct(ok_ms, 50))
             for variant in order:
                 results, wall, la, cpu = acc[variant]
                 stats = Stats.of(results, wall)
@@ -284,8 +285,8 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
         out.append(f"| {lat} | ({r.variant}) | {r.concurrency} | {s.p50_ms:.2f} | {s.p95_ms:.2f} | {s.p99_ms:.2f} | "
                    f"{s.rps:.0f} | {r.cpu_ms:.2f} | {r.errors} | {r.load:.1f} |")
     out += ["", "Plugin vs. bare, same provider latency and concurrency (difference in ms; ratio of throughput):", "",
-            "| provider latency | concurrency | variant | Δp50 ms | Δp50 per turn: median [min, max] | Δp95 ms | Δp99 ms "
-            "| p50 ratio | req/s ratio | Δproxy CPU ms/req |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "| provider latency | concurrency | variant | Δp50 ms | Δp50 per turn: median [min, max] | Δp95 ms "
+            "| Δp99 ms | p50 ratio | req/s ratio | Δproxy CPU ms/req |", "|---|---|---|---|---|---|---|---|---|---|"]
     for lat in args.latencies:
         for conc in args.levels:
             a = find(rows, lat, "a", conc)
@@ -293,7 +294,8 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
                 b = find(rows, lat, v, conc)
                 if a is None or b is None:
                     continue
-                out.append(f"| {lat:g} ms | {conc} | ({v}) | {b.stats.p50_ms - a.stats.p50_ms:+.2f} | {turn_diffs(a, b)} | "
+                out.append(f"| {lat:g} ms | {conc} | ({v}) | {b.stats.p50_ms - a.stats.p50_ms:+.2f} | "
+                           f"{turn_diffs(a, b)} | "
                            f"{b.stats.p95_ms - a.stats.p95_ms:+.2f} | {b.stats.p99_ms - a.stats.p99_ms:+.2f} | "
                            f"{b.stats.p50_ms / a.stats.p50_ms:.3f} | {b.stats.rps / a.stats.rps:.3f} | "
                            f"{b.cpu_ms - a.cpu_ms:+.2f} |")
@@ -359,7 +361,8 @@ def main(argv: list[str] | None = None) -> int:
     note_start = machine_note()
     speed = cpu_speed_ms()
     emb, emb95 = embed_p50()
-    print(f"{note_start}\nCPU speed figure: {speed:.0f} ms\nlocal embedding of one bench prompt: p50 {emb:.2f} ms, p95 {emb95:.2f} ms", flush=True)
+    print(f"{note_start}\nCPU speed figure: {speed:.0f} ms\n"
+          f"local embedding of one bench prompt: p50 {emb:.2f} ms, p95 {emb95:.2f} ms", flush=True)
     work = new_tempdir("adaptive-bench-overhead-")
     rows: list[Row] = []
     notes: dict[str, Any] = {}
@@ -392,8 +395,9 @@ variant and concurrency level after {args.warmup} warm-up requests, measured in 
 per variant (all proxies started side by side; the order alternates between turns), aiohttp client with a
 pool sized to the concurrency, one proxy worker each, the fake provider in its own process, {elapsed:.0f} s in all.
 Machine: {note_start} at the start; {note_end.split('load average ')[-1]} at the end (the per-row load
-average is the 1-minute figure); CPU speed figure {speed:.0f} ms (`bench._common.cpu_speed_ms`: a 5-million-addition
-Python loop, best of 3; lower is faster; this machine kind has shown 2-3x different figures on different days). (a) bare LiteLLM (demo config minus the plugin callback,
+average is the 1-minute figure); CPU speed figure {speed:.0f} ms (`bench._common.cpu_speed_ms`: a
+5-million-addition Python loop, best of 3; lower is faster; machines of this kind have run 2-3x
+apart on different days). (a) bare LiteLLM (demo config minus the plugin callback,
 custom_auth and retry policy; master key); (b) plugin on, project key, BYOK key, unique prompts (cache miss,
 answer stored); (b') plugin with `ADAPTIVE_CACHE_ENABLED=false ADAPTIVE_ROUTING_USE_EMBEDDING=false`; (c) cache
 hit on (b) (`x-adaptive-cache: {notes.get('hit_header')}`). Model `{MODEL}`, `max_tokens` 64.
