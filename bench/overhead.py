@@ -18,10 +18,11 @@ At every concurrency level the same number of requests (after a warm-up of `--wa
 by an aiohttp client whose connection pool matches the concurrency, in `--rounds` turns per
 variant that alternate between the variants (a, b', b, ..., then b, b', a, ...): slow drift of
 the machine (other jobs, CPU clocks) then affects every variant alike instead of whichever
-happened to run during it. The idle proxies cost nothing measurable while another is measured. Printed: p50/p95/p99
-latency, throughput, the proxy process's CPU time per measured request (all its threads, from
-/proc: on a noisy machine far steadier than a latency percentile), the ratios (b)/(a) and the
-differences (pooled, and turn by turn), the local embedding time (p50, measured in this process on the same kind of prompts), the proxy's own
+happened to run during it. The idle proxies cost nothing measurable while another is measured.
+Printed: p50/p95/p99 latency, throughput, the proxy process's CPU time per measured request
+(all its threads, from /proc: on a noisy machine far steadier than a latency percentile), the
+ratios (b)/(a) and the differences (pooled, and turn by turn), the local embedding time (p50,
+measured in this process on the same kind of prompts), the proxy's own
 adaptive_cache_lookup_seconds / adaptive_plugin_latency_seconds means, and the targets.
 `--write` replaces the `## Overhead` section of bench/RESULTS.md. `--profile` runs py-spy on
 the (b) proxy during its highest-concurrency level (latency 0) and writes a flame graph.
