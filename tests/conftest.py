@@ -1,11 +1,16 @@
-"""Suite-wide fixtures: a clean environment per test and the shared embedding model."""
+"""Suite-wide fixtures: a clean environment per test, and PostgreSQL schemas of their own."""
 
 from __future__ import annotations
 
 import os
+import secrets
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
+from sqlalchemy.engine import Engine
+
+DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 @pytest.fixture(autouse=True)
@@ -21,4 +26,51 @@ def clean_environ() -> Iterator[None]:
 
 @pytest.fixture(scope="session")
 def postgres_url() -> str:
-    return os.environ.get("TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    return os.environ.get("TEST_POSTGRES_URL", DEFAULT_POSTGRES_URL)
+
+
+@contextmanager
+def postgres_schema(url: str) -> Iterator[str]:
+    """A new schema on the PostgreSQL server at ``url``, selected through search_path; dropped
+    afterwards. Unreachable server: the test is skipped, unless TEST_POSTGRES_URL names the server
+    (as ./scripts/test.sh does), and then it fails: the suite's PostgreSQL path never skips quietly."""
+    import sqlalchemy as sa
+
+    from adaptive_plugin.db import make_engine
+    from adaptive_plugin.errors import DatabaseUnavailableError
+
+    admin = make_engine(url)
+    schema = f"t_{secrets.token_hex(6)}"
+    try:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    except (DatabaseUnavailableError, sa.exc.OperationalError) as exc:
+        admin.dispose()
+        if os.environ.get("TEST_POSTGRES_URL"):
+            pytest.fail(f"PostgreSQL named by TEST_POSTGRES_URL is not reachable: {exc}", pytrace=False)
+        pytest.skip(f"PostgreSQL not reachable (set TEST_POSTGRES_URL to require it): {exc}")
+    sep = "&" if "?" in url else "?"
+    try:
+        yield f"{url}{sep}options=-csearch_path%3D{schema}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture()
+def pg_schema_url(postgres_url: str) -> Iterator[str]:
+    """The URL of an empty schema of this test's own."""
+    with postgres_schema(postgres_url) as url:
+        yield url
+
+
+@pytest.fixture()
+def pg_engine(pg_schema_url: str) -> Iterator[Engine]:
+    """An engine on a migrated schema of this test's own."""
+    from adaptive_plugin.db import make_engine, migrate
+
+    engine = make_engine(pg_schema_url)
+    migrate(engine)
+    yield engine
+    engine.dispose()

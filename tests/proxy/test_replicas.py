@@ -3,7 +3,6 @@ and one proxy with two workers whose /metrics add up to the ledger (issue 6)."""
 
 from __future__ import annotations
 
-import secrets
 from concurrent.futures import ThreadPoolExecutor
 import time
 from collections.abc import Iterator
@@ -15,6 +14,7 @@ import yaml
 
 from adaptive_plugin.devtools.fake_provider import FakeProvider
 from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config
+from tests.conftest import postgres_schema
 from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import Gateway, byok_key, chat, settle
 
@@ -23,16 +23,9 @@ pytestmark = pytest.mark.postgres
 
 @pytest.fixture(scope="module")
 def pg_schema_url(postgres_url: str) -> Iterator[str]:
-    import sqlalchemy as sa
-
-    schema = f"t_{secrets.token_hex(5)}"
-    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    yield f"{postgres_url}?options=-csearch_path%3D{schema}"
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-    admin.dispose()
+    """One schema for both replicas of this module."""
+    with postgres_schema(postgres_url) as url:
+        yield url
 
 
 def redis_config(tmp: Path) -> Path:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,28 +11,13 @@ from sqlalchemy.engine import Engine
 
 from .conftest import completion, user
 
-URL = "postgresql://postgres@127.0.0.1:5432/test"
 P: dict[str, Any] = {"model": "gpt-4o-mini", "temperature": 0}
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture()
-def pg_engine() -> Iterator[Engine]:
-    from adaptive_plugin.db import make_engine
-
-    engine = make_engine(URL)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT 1"))
-    except sa.exc.OperationalError as exc:
-        pytest.skip(f"PostgreSQL not reachable: {exc}")
-    yield engine
-    engine.dispose()
-
-
 def test_two_workers_on_postgres(make_cache: Any, pg_engine: Engine, tmp_path: Path) -> None:
-    scope = f"pytest-{uuid.uuid4().hex}"  # unique: parallel runs share the table
+    scope = "pytest"
     w1 = make_cache(tmp_path / "w1", engine=pg_engine, sync_interval=0.0)
     w2 = make_cache(tmp_path / "w2", engine=pg_engine, sync_interval=0.0)
     try:
@@ -55,7 +38,7 @@ def test_two_workers_on_postgres(make_cache: Any, pg_engine: Engine, tmp_path: P
 def test_a_queued_batch_on_postgres_keeps_each_answer_with_its_question(
     make_cache: Any, pg_engine: Engine, tmp_path: Path
 ) -> None:
-    scope = f"pytest-{uuid.uuid4().hex}"
+    scope = "pytest"
     w1 = make_cache(tmp_path / "w1", engine=pg_engine, sync_interval=0.0, write_delay=30.0)
     w2 = make_cache(tmp_path / "w2", engine=pg_engine, sync_interval=0.0)
     questions = [f"What is {n} times {n + 7}?" for n in range(5)]
