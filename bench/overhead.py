@@ -12,7 +12,8 @@ it starts these `litellm --config` proxies side by side, one worker each:
        then the answer is stored);
   (b') the same with ADAPTIVE_CACHE_ENABLED=false and ADAPTIVE_ROUTING_USE_EMBEDDING=false;
   (b-auto) `model: "auto"` on (b), when the router answers (skipped with its error otherwise);
-  (c)  the cache-hit path on (b): one prompt, stored by a warm-up request, then repeated.
+  (c)  the cache-hit path on (b): one prompt, stored by a warm-up request, then repeated; in
+       the turns of the fastest provider latency, beside bare LiteLLM's fastest calls.
 
 At every concurrency level the same number of requests (after a warm-up of `--warmup`) is sent
 by an aiohttp client whose connection pool matches the concurrency, in `--rounds` turns per
@@ -22,7 +23,7 @@ happened to run during it. The idle proxies cost nothing measurable while anothe
 Printed: p50/p95/p99 latency, throughput, the proxy process's CPU time per measured request
 (all its threads, from /proc: on a noisy machine far steadier than a latency percentile), the
 ratios (b)/(a) and the differences (pooled, and turn by turn), the local embedding time (p50,
-measured in this process on the same kind of prompts), the proxy's own
+measured in this process on the same kind of prompts, before each turn of (b) at c=1), the proxy's own
 adaptive_cache_lookup_seconds / adaptive_plugin_latency_seconds means, and the targets.
 `--write` replaces the `## Overhead` section of bench/RESULTS.md. `--profile` runs py-spy on
 the (b) proxy during its highest-concurrency level (latency 0) and writes a flame graph.
@@ -138,25 +139,42 @@ def histogram_means(metrics_text: str) -> dict[str, float]:
     return {k: 1000 * sums[k] / counts[k] for k in sums if counts.get(k)}
 
 
-def embed_p50(n: int = 200) -> tuple[float, float]:
-    """p50 / p95 ms of one local embedding of a bench prompt as the proxy computes it
-    (`embed_one_async`, awaited in an event loop), in this process with nothing else running."""
-    from adaptive_plugin.embedding import Embedder, default_model_dir
+class EmbedTimer:
+    """One local embedding of a bench prompt as the proxy computes it (`embed_one_async`, awaited
+    in an event loop), timed in this process while the proxies are idle. Sampled before every turn
+    of (b), so that the budget "(b) adds no more than one embedding + 1 ms" is measured in the
+    same minutes as (b) itself (this machine's speed drifts by tens of percent within a run)."""
 
-    emb = Embedder.from_directory(default_model_dir())
+    def __init__(self) -> None:
+        from adaptive_plugin.embedding import Embedder, default_model_dir
 
-    async def timed() -> list[float]:
-        for i in range(10):
-            await emb.embed_one_async(prompt("warm", i))
-        times = []
-        for i in range(n):
-            t0 = time.perf_counter()
-            await emb.embed_one_async(prompt("emb", i))
-            times.append((time.perf_counter() - t0) * 1000)
-        return sorted(times)
+        self.embedder = Embedder.from_directory(default_model_dir())
+        self.times: list[float] = []
+        self.run(10, keep=False)  # warm-up
 
-    times = asyncio.run(timed())
-    return statistics.median(times), times[int(0.95 * len(times)) - 1]
+    def run(self, n: int, *, keep: bool = True) -> list[float]:
+        async def timed() -> list[float]:
+            out = []
+            for i in range(n):
+                t0 = time.perf_counter()
+                await self.embedder.embed_one_async(prompt(f"emb{len(self.times)}", i))
+                out.append((time.perf_counter() - t0) * 1000)
+            return out
+
+        times = asyncio.run(timed())
+        if keep:
+            self.times += times
+        return times
+
+    def sample(self, n: int = 40) -> float:
+        """Time n more embeddings; their p50."""
+        return statistics.median(self.run(n))
+
+    def p50(self) -> float:
+        return statistics.median(self.times)
+
+    def p95(self) -> float:
+        return pct(self.times, 95)
 
 
 class Profiler:
@@ -216,8 +234,9 @@ def start_targets(latency: float, fake: FakeProviderProcess, work: Path, args: a
         else:
             notes["auto_skipped"] = f"{probe.status_code} {probe.text[:160]}"
             print(f"  (b-auto) skipped: model auto answered {notes['auto_skipped']}", flush=True)
-        if latency == args.latencies[-1]:
-            # (c): the cache-hit path, one prompt stored by a first request, then repeated
+        if latency == min(args.latencies):
+            # (c): the cache-hit path, one prompt stored by a first request, then repeated; measured
+            # in the turns of the fastest provider, so that it is paired with bare's fastest calls
             fixed = prompt(f"hit-{secrets.token_hex(2)}", 0)
             make = chat_factory(api_key, "hit", fixed=fixed)
             httpx.post(url, headers=make(0)[0], json=make(0)[1], timeout=30).raise_for_status()
@@ -229,7 +248,7 @@ def start_targets(latency: float, fake: FakeProviderProcess, work: Path, args: a
 
 
 def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: argparse.Namespace,
-                rows: list[Row], notes: dict[str, Any]) -> None:
+                rows: list[Row], notes: dict[str, Any], timer: EmbedTimer) -> None:
     with ExitStack() as stack:
         targets = start_targets(latency, fake, work, args, stack, notes)
         order = list(targets)
@@ -241,6 +260,8 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                 # alternate the order so that no variant always runs right after the same one
                 for variant in order if rnd % 2 == 0 else order[::-1]:
                     target = targets[variant]
+                    if variant == "b" and conc == 1:
+                        timer.sample()  # the embedding budget, timed beside (b)'s own turns
                     profiler = None
                     if (args.profile and variant == "b" and rnd == 0 and latency == args.latencies[0]
                             and conc == max(args.levels)):
@@ -291,7 +312,7 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
     for lat in args.latencies:
         for conc in args.levels:
             a = find(rows, lat, "a", conc)
-            for v in ("b", "b'", "b-auto"):
+            for v in ("b", "b'", "b-auto", "c"):
                 b = find(rows, lat, v, conc)
                 if a is None or b is None:
                     continue
@@ -314,7 +335,7 @@ def turn_diffs(a: Row, b: Row) -> str:
 
 def verdicts(rows: list[Row], args: argparse.Namespace, emb: float) -> list[tuple[str, str, bool | None]]:
     out: list[tuple[str, str, bool | None]] = []
-    lat0 = args.latencies[0]
+    lat0 = min(args.latencies)
     a1, b1, bp1 = find(rows, lat0, "a", 1), find(rows, lat0, "b", 1), find(rows, lat0, "b'", 1)
     if a1 and bp1:
         d50 = bp1.stats.p50_ms - a1.stats.p50_ms
@@ -331,7 +352,7 @@ def verdicts(rows: list[Row], args: argparse.Namespace, emb: float) -> list[tupl
             ratio = bp16.stats.rps / a16.stats.rps
             out.append((f"(b') throughput at c=16 >= 0.9x bare ({lat:g} ms provider)", f"{ratio:.3f}x", ratio >= 0.9))
     for conc in args.levels:
-        a, c = find(rows, lat0, "a", conc), find(rows, args.latencies[-1], "c", conc)
+        a, c = find(rows, lat0, "a", conc), find(rows, lat0, "c", conc)
         if a and c:
             out.append((f"cache hit faster than bare's fastest provider call (c={conc}, p50)",
                         f"{c.stats.p50_ms:.2f} vs {a.stats.p50_ms:.2f} ms", c.stats.p50_ms < a.stats.p50_ms))
@@ -361,20 +382,24 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     note_start = machine_note()
     speed = cpu_speed_ms()
-    emb, emb95 = embed_p50()
+    timer = EmbedTimer()
+    start_emb = statistics.median(timer.run(200, keep=False))
     print(f"{note_start}\nCPU speed figure: {speed:.0f} ms\n"
-          f"local embedding of one bench prompt: p50 {emb:.2f} ms, p95 {emb95:.2f} ms", flush=True)
+          f"local embedding of one bench prompt: p50 {start_emb:.2f} ms", flush=True)
     work = new_tempdir("adaptive-bench-overhead-")
     rows: list[Row] = []
     notes: dict[str, Any] = {}
     try:
         for latency in args.latencies:
             with FakeProviderProcess(KEYS, latency_ms=latency, workdir=work) as fake:
-                run_latency(latency, fake, work, args, rows, notes)
+                run_latency(latency, fake, work, args, rows, notes, timer)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
     note_end = machine_note()
+    if not timer.times:  # no (b) turns at c=1: the start-of-run figure
+        timer.times = timer.run(200, keep=False)
+    emb, emb95 = timer.p50(), timer.p95()
 
     table = tables(rows, args)
     checks = verdicts(rows, args, emb)
@@ -402,8 +427,9 @@ apart on different days). (a) bare LiteLLM (demo config minus the plugin callbac
 custom_auth and retry policy; master key); (b) plugin on, project key, BYOK key, unique prompts (cache miss,
 answer stored); (b') plugin with `ADAPTIVE_CACHE_ENABLED=false ADAPTIVE_ROUTING_USE_EMBEDDING=false`; (c) cache
 hit on (b) (`x-adaptive-cache: {notes.get('hit_header')}`). Model `{MODEL}`, `max_tokens` 64.
-Local embedding of one prompt as the proxy computes it (`embed_one_async`; this process, proxies idle): p50
-{emb:.2f} ms, p95 {emb95:.2f} ms.
+Local embedding of one prompt as the proxy computes it (`embed_one_async`; this process, proxies idle, 40
+embeddings before each turn of (b) at c=1, {len(timer.times)} in all): p50 {emb:.2f} ms, p95 {emb95:.2f} ms
+({start_emb:.2f} ms p50 at the start of the run).
 
 {table}
 
