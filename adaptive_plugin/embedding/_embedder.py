@@ -152,16 +152,22 @@ class Embedder:
         return self._vector(outputs, feed)
 
     def embed_one_soon(self, text: str) -> asyncio.Future[np.ndarray]:
-        """Start `embed_one` now, off the event loop, and without a Python thread.
+        """Start `embed_one` now, without a Python thread; the future resolves on the loop.
 
         Called from the event loop; returns at once, and reports failures through the future
         (EmbeddingModelError). The tokens are prepared here (about 40 microseconds) and
-        onnxruntime computes on its own pool thread (`InferenceSession.run_async`), with the
-        GIL released, while the event loop carries on with the proxy's other work. A
-        Python worker thread would first have to win the GIL from the busy event loop (up to the
-        5 ms switch interval): on the benchmark machine, with 1.5 ms of event-loop work alongside,
+        onnxruntime computes on its own pool thread (`InferenceSession.run_async`). A Python
+        worker thread would first have to win the GIL from the busy event loop (up to the 5 ms
+        switch interval): on the benchmark machine, with 1.5 ms of event-loop work alongside,
         a thread finished after 5.3 ms, run_async after 2.7 ms. Concurrent calls queue in
         onnxruntime's pool (threads - 1 of them).
+
+        Measured later (2026-11-27, `bench/embed_stall.py`): onnxruntime's pool thread keeps
+        the GIL while it runs, so the event loop stalls for most of the run (2.1-2.5 ms of a
+        3 ms embedding). A Python thread inside a blocking 2-thread `run` stalls it less in
+        isolation (0.6 ms), but in the proxy it added more (+4.0 against +3.1 ms at one request
+        at a time). The embedding does not overlap the loop's work either way; a separate
+        process would.
         """
         loop = asyncio.get_running_loop()
         if not self.runs_async:
