@@ -53,6 +53,10 @@ class Settings(BaseSettings):
         2, ge=1, le=64,
         description="onnxruntime pool size: request embeddings run on threads - 1 pool threads (1: in a Python thread).",
     )
+    embedding_process: bool = Field(
+        False,
+        description="Embed requests in a worker process beside the event loop (in-process, an embedding stalls the loop).",
+    )
     gc_freeze: bool = Field(
         True, description="Freeze the proxy's start-up heap out of the garbage collector (no full-collection pauses)."
     )

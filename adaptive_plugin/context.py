@@ -92,15 +92,24 @@ class PluginContext:
         self.ledger.close()
         if self.cache is not None and hasattr(self.cache, "close"):
             self.cache.close()
+        if self.embedder is not None:
+            self.embedder.close_process()
         self.engine.dispose()
 
 
 def load_embedder(settings: Settings) -> Embedder:
     if settings.embedding_model_name:
+        if settings.embedding_process:
+            log.warning("ADAPTIVE_EMBEDDING_PROCESS applies to the offline model directory only; "
+                        "%s embeds in the proxy process", settings.embedding_model_name)
         return Embedder.from_name(
             settings.embedding_model_name, cache_dir=str(settings.state_dir / "models"), threads=settings.embedding_threads
         )
-    return Embedder.from_directory(settings.embedding_model_dir or default_model_dir(), threads=settings.embedding_threads)
+    model_dir = settings.embedding_model_dir or default_model_dir()
+    embedder = Embedder.from_directory(model_dir, threads=settings.embedding_threads)
+    if settings.embedding_process:
+        embedder.use_process(model_dir)
+    return embedder
 
 
 def _open_cache(settings: Settings, engine: Engine, embedder: Embedder) -> Any:

@@ -11,6 +11,8 @@ it starts these `litellm --config` proxies side by side, one worker each:
   (b)  the plugin on: a project API key, a BYOK key, every prompt unique (cache miss: lookup,
        then the answer is stored);
   (b') the same with ADAPTIVE_CACHE_ENABLED=false and ADAPTIVE_ROUTING_USE_EMBEDDING=false;
+  (b-proc) (b) with ADAPTIVE_EMBEDDING_PROCESS=true (embeddings in a worker process; its CPU
+       is counted with the proxy's);
   (b-auto) `model: "auto"` on (b), when the router answers (skipped with its error otherwise);
   (c)  the cache-hit path on (b): one prompt, stored by a warm-up request, then repeated; in
        the turns of the fastest provider latency, beside bare LiteLLM's fastest calls.
@@ -104,12 +106,17 @@ def chat_factory(api_key: str, tag: str, *, model: str = MODEL, fixed: str | Non
 
 
 def process_cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all threads (Linux /proc; 0 elsewhere)."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """User + system CPU time of a process (all threads) and of its running children, such as
+    the embedding worker of (b-proc) (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if stat.parent.name == str(pid) or fields[1] == str(pid):
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
 
 
 def measure(url: str, make, *, n: int, concurrency: int, warmup: int, deadline_s: float, pid: int,
@@ -212,6 +219,8 @@ def start_targets(latency: float, fake: FakeProviderProcess, work: Path, args: a
         extra: dict[str, str] = {}
         if variant == "b'":
             extra = {"ADAPTIVE_CACHE_ENABLED": "false", "ADAPTIVE_ROUTING_USE_EMBEDDING": "false"}
+        elif variant == "b-proc":
+            extra = {"ADAPTIVE_EMBEDDING_PROCESS": "true"}
         config = bare_config(work) if variant == "a" else demo_config()
         proxy = stack.enter_context(ProxyProcess(config, env=proxy_env(fake.base_url, state, **extra),
                                                  log_path=work / f"proxy-{variant}-{latency:g}.log"))
@@ -260,7 +269,7 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                 # alternate the order so that no variant always runs right after the same one
                 for variant in order if rnd % 2 == 0 else order[::-1]:
                     target = targets[variant]
-                    if variant == "b" and conc == 1:
+                    if variant in ("b", "b-proc") and conc == 1:
                         timer.sample()  # the embedding budget, timed beside (b)'s own turns
                     profiler = None
                     if (args.profile and variant == "b" and rnd == 0 and latency == args.latencies[0]
@@ -312,7 +321,7 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
     for lat in args.latencies:
         for conc in args.levels:
             a = find(rows, lat, "a", conc)
-            for v in ("b", "b'", "b-auto", "c"):
+            for v in ("b", "b-proc", "b'", "b-auto", "c"):
                 b = find(rows, lat, v, conc)
                 if a is None or b is None:
                     continue
@@ -344,12 +353,13 @@ def verdicts(rows: list[Row], args: argparse.Namespace, emb: float) -> list[tupl
         out.append(("(b') adds < 3 ms at p95 (c=1)", f"{d95:+.2f} ms", d95 < 3))
     if a1 and b1:
         out.append(("local embedding < 5 ms p50", f"{emb:.2f} ms", emb < 5))
-    for lat in args.latencies:
-        a, b = find(rows, lat, "a", 1), find(rows, lat, "b", 1)
-        if a and b:
-            d50 = b.stats.p50_ms - a.stats.p50_ms
-            out.append((f"(b) adds <= one embedding + 1 ms at p50 (c=1, {lat:g} ms provider)",
-                        f"{d50:+.2f} ms vs {emb + 1:.2f} ms", d50 <= emb + 1))
+    for variant in ("b", "b-proc"):
+        for lat in args.latencies:
+            a, b = find(rows, lat, "a", 1), find(rows, lat, variant, 1)
+            if a and b:
+                d50 = b.stats.p50_ms - a.stats.p50_ms
+                out.append((f"({variant}) adds <= one embedding + 1 ms at p50 (c=1, {lat:g} ms provider)",
+                            f"{d50:+.2f} ms vs {emb + 1:.2f} ms", d50 <= emb + 1))
     for lat in args.latencies:
         a16, bp16 = find(rows, lat, "a", 16), find(rows, lat, "b'", 16)
         if a16 and bp16:
@@ -369,7 +379,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=30, help="unmeasured requests before each level")
     ap.add_argument("--levels", default="1,16,64", help="concurrency levels")
     ap.add_argument("--latencies", default="0,50", help="fake provider latencies, ms")
-    ap.add_argument("--variants", default="a,b',b", help="which of a, b', b to run ((c) and (b-auto) ride on b)")
+    ap.add_argument("--variants", default="a,b',b,b-proc",
+                    help="which of a, b', b, b-proc to run ((c) and (b-auto) ride on b)")
     ap.add_argument("--rounds", type=int, default=6,
                     help="each level is measured in this many turns per variant, interleaved (drift hits all alike)")
     ap.add_argument("--deadline", type=float, default=120.0, help="wall-clock bound per level, seconds")
@@ -429,7 +440,8 @@ average is the 1-minute figure); CPU speed figure {speed:.0f} ms (`bench._common
 5-million-addition Python loop, best of 3; lower is faster; machines of this kind have run 2-3x
 apart on different days). (a) bare LiteLLM (demo config minus the plugin callback,
 custom_auth and retry policy; master key); (b) plugin on, project key, BYOK key, unique prompts (cache miss,
-answer stored); (b') plugin with `ADAPTIVE_CACHE_ENABLED=false ADAPTIVE_ROUTING_USE_EMBEDDING=false`; (c) cache
+answer stored); (b-proc) (b) with `ADAPTIVE_EMBEDDING_PROCESS=true` (the worker's CPU counted with the proxy's);
+(b') plugin with `ADAPTIVE_CACHE_ENABLED=false ADAPTIVE_ROUTING_USE_EMBEDDING=false`; (c) cache
 hit on (b) (`x-adaptive-cache: {notes.get('hit_header')}`). Model `{MODEL}`, `max_tokens` 64.
 Local embedding of one prompt as the proxy computes it (`embed_one_async`; this process, proxies idle, 40
 embeddings before each turn of (b) at c=1, {len(timer.times)} in all): p50 {emb:.2f} ms, p95 {emb95:.2f} ms

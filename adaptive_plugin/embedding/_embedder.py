@@ -8,11 +8,14 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adaptive_plugin.errors import EmbeddingModelError
+
+if TYPE_CHECKING:
+    from adaptive_plugin.embedding._process import EmbeddingProcess
 
 DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 DIMENSIONS = 384
@@ -79,6 +82,7 @@ class Embedder:
         self._input_names = frozenset(i.name for i in self._session.get_inputs()) if self._session else frozenset()
         # run_async computes on onnxruntime's pool (threads - 1 of them): none with one thread
         self.runs_async = self._session is not None and threads >= 2
+        self.process: EmbeddingProcess | None = None  # `use_process`: request embeddings in a worker process
 
     @classmethod
     def from_directory(
@@ -169,6 +173,10 @@ class Embedder:
         at a time). The embedding does not overlap the loop's work either way; a separate
         process would.
         """
+        if self.process is not None:
+            sent = self.process.submit(text)
+            if sent is not None:
+                return sent
         loop = asyncio.get_running_loop()
         if not self.runs_async:
             return loop.run_in_executor(None, self.embed_one, text)
@@ -188,6 +196,25 @@ class Embedder:
             # never raises here: the caller learns it from the future, like any other failure
             done.set_exception(EmbeddingModelError(f"embedding failed: {exc}"))
         return done
+
+    def use_process(self, model_dir: str | os.PathLike[str], *, threads: int = 1) -> EmbeddingProcess:
+        """Send `embed_one_soon` requests to a worker process on the same model (see `_process`).
+
+        The request path then stalls the event loop for microseconds instead of the length of
+        an embedding. While the worker is down or busy with `max_waiting` requests, embeddings
+        run in this process as before.
+        """
+        from adaptive_plugin.embedding._process import EmbeddingProcess
+
+        self.close_process()
+        self.process = EmbeddingProcess(model_dir, threads=threads)
+        self.process.start()
+        return self.process
+
+    def close_process(self) -> None:
+        if self.process is not None:
+            self.process.close()
+            self.process = None
 
     async def embed_one_async(self, text: str) -> np.ndarray:
         """`embed_one` for coroutines: see `embed_one_soon`."""

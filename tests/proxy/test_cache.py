@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
+from adaptive_plugin.devtools.fake_provider import FakeProvider
+from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config
+from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import Gateway, chat, settle
 
 
@@ -144,3 +148,48 @@ def test_each_request_is_embedded_at_most_once(gateway: Gateway) -> None:
         chat(client, **request)  # type: ignore[arg-type]
         settle()
         assert _embeddings(gateway) - before == expected, what
+
+
+def _children(pid: int, marker: str) -> list[int]:
+    """Processes whose parent is `pid` and whose command line contains `marker` (Linux /proc)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid and marker in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_embeddings_in_a_worker_process_serve_hits_and_the_worker_ends_with_the_proxy(
+    fake_provider: FakeProvider, tmp_path: Path
+) -> None:
+    import os
+    import time
+
+    env = gateway_env(fake_provider, tmp_path, ADAPTIVE_EMBEDDING_PROCESS="true")
+    with ProxyProcess(demo_config(), env=env, log_path=tmp_path / "proxy.log") as proxy:
+        gw = Gateway(proxy=proxy, fake=fake_provider, master=MASTER_KEY, state_dir=tmp_path,
+                     database_url=f"sqlite:///{tmp_path / 'adaptive.db'}", env=env)
+        project = gw.project(plan="developer")
+        client = gw.client(project.api_key)
+        mark = gw.mark()
+        chat(client, "How do I reverse a list in Python?")
+        settle()
+        _, headers = chat(client, "How can I reverse a Python list?")
+        assert headers["x-adaptive-cache"] == "hit-semantic"
+        assert len(gw.calls_since(mark)) == 1
+        assert proxy.proc is not None
+        workers = _children(proxy.proc.pid, "adaptive_plugin.embedding._process")
+        assert len(workers) == 1
+        gw.close_clients()
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{workers[0]}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{workers[0]}"), "the embedding worker outlived the proxy"
+    assert "embedding process exited" not in (tmp_path / "proxy.log").read_text()

@@ -1,0 +1,263 @@
+"""Request embeddings in a worker process, so that they run beside the proxy's event loop.
+
+In the proxy process an embedding cannot overlap the event loop's work: onnxruntime's
+`run_async` pool thread keeps the GIL while it computes (`bench/embed_stall.py`). A worker
+process has its own interpreter. The parent writes framed requests to its stdin and reads
+framed answers from its stdout with the event loop's own reader: no thread, no GIL wait.
+
+Frames: a 4-byte big-endian length, then the body. Request body: an 8-byte request number and
+the UTF-8 text. Answer body: the request number, a status byte (0: float32 vector follows;
+1: error message follows). Number 0 answers first, once the model is loaded.
+
+Child: `python -m adaptive_plugin.embedding._process MODEL_DIR THREADS`, in a session of its
+own. It ends when its stdin closes: when the parent closes it, or when the parent dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+
+from adaptive_plugin.errors import EmbeddingModelError
+
+__all__ = ["EmbeddingProcess"]
+
+log = logging.getLogger(__name__)
+
+_HEADER = struct.Struct(">I")
+_NUMBER = struct.Struct(">Q")
+
+
+def _frame(body: bytes) -> bytes:
+    return _HEADER.pack(len(body)) + body
+
+
+def _read_frame(stream: BinaryIO) -> bytes | None:
+    head = stream.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        return None
+    (size,) = _HEADER.unpack(head)
+    body = stream.read(size)
+    return body if len(body) == size else None
+
+
+def _serve(model_dir: Path, threads: int) -> int:
+    """The child: answer requests one at a time until stdin closes."""
+    from adaptive_plugin.embedding._embedder import Embedder
+
+    embedder = Embedder.from_directory(model_dir, threads=threads)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    stdout.write(_frame(_NUMBER.pack(0) + b"\x00"))  # ready
+    stdout.flush()
+    while (body := _read_frame(stdin)) is not None:
+        number = body[: _NUMBER.size]
+        try:
+            vector = embedder.embed_one(body[_NUMBER.size :].decode("utf-8"))
+            answer = number + b"\x00" + vector.astype("<f4").tobytes()
+        except Exception as exc:  # noqa: BLE001 - reported to the waiting request
+            answer = number + b"\x01" + f"{type(exc).__name__}: {exc}".encode()
+        stdout.write(_frame(answer))
+        stdout.flush()
+    return 0
+
+
+class EmbeddingProcess:
+    """The parent's side of one embedding worker process.
+
+    `submit` returns a future resolved by the event loop, or None when the worker cannot take
+    the request (not running, restarting, too many waiting): the caller then embeds in-process.
+    A worker that exits fails its waiting requests with EmbeddingModelError and is started
+    again by the first `submit` at least `restart_after` seconds after it exited.
+    """
+
+    def __init__(self, model_dir: str | os.PathLike[str], *, threads: int = 1, max_waiting: int = 256,
+                 restart_after: float = 30.0) -> None:
+        self.model_dir = Path(model_dir)
+        self.threads = threads
+        self.max_waiting = max_waiting
+        self.restart_after = restart_after
+        self.ready = False
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._waiting: dict[int, asyncio.Future[np.ndarray]] = {}
+        self._inbox = bytearray()
+        self._outbox = bytearray()
+        self._next = 1
+        self._ended_at = -1e9
+        self._closed = False
+        self._running = False  # started, and its stdout has not ended
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    def start(self) -> None:
+        """Start the worker (returns at once; requests sent before it is ready wait in the pipe)."""
+        self.ready = False
+        self._proc = subprocess.Popen(
+            [sys.executable, "-m", "adaptive_plugin.embedding._process", str(self.model_dir), str(self.threads)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            # its own session: signals sent to the proxy's process group (Ctrl-C, a supervisor's
+            # SIGTERM to the group) stop the proxy, which then closes the worker's stdin
+            start_new_session=True,
+        )
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        os.set_blocking(self._proc.stdin.fileno(), False)
+        os.set_blocking(self._proc.stdout.fileno(), False)
+        self._inbox.clear()
+        self._outbox.clear()
+        self._loop = None  # the reader is added by the first submit, on its loop
+        self._running = True
+
+    def submit(self, text: str) -> asyncio.Future[np.ndarray] | None:
+        """Send one text; call from the event loop. None: embed it in-process instead."""
+        if self._closed or len(self._waiting) >= self.max_waiting:
+            return None
+        if not self._running or self._proc is None or self._proc.poll() is not None:
+            if time.monotonic() - self._ended_at < self.restart_after:
+                return None
+            self.start()
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            self._attach(loop)
+        number = self._next
+        self._next += 1
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        self._waiting[number] = future
+        self._send(_frame(_NUMBER.pack(number) + text.encode("utf-8")))
+        return future
+
+    def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._proc.stdout.fileno())
+        self._loop = loop
+        loop.add_reader(self._proc.stdout.fileno(), self._readable)
+
+    def _send(self, data: bytes) -> None:
+        assert self._proc is not None and self._proc.stdin is not None and self._loop is not None
+        fd = self._proc.stdin.fileno()
+        if not self._outbox:
+            try:
+                written = os.write(fd, data)
+            except BlockingIOError:
+                written = 0
+            except OSError as exc:  # the worker is gone: the reader sees the end and fails the waiting
+                log.warning("embedding process: cannot write to the worker: %s", exc)
+                return
+            data = data[written:]
+            if not data:
+                return
+            self._loop.add_writer(fd, self._writable)
+        self._outbox += data
+
+    def _writable(self) -> None:
+        assert self._proc is not None and self._proc.stdin is not None and self._loop is not None
+        fd = self._proc.stdin.fileno()
+        try:
+            written = os.write(fd, self._outbox)
+        except BlockingIOError:
+            return
+        except OSError:
+            written = len(self._outbox)  # gone: the reader fails the waiting requests
+        del self._outbox[:written]
+        if not self._outbox:
+            self._loop.remove_writer(fd)
+
+    def _readable(self) -> None:
+        assert self._proc is not None and self._proc.stdout is not None
+        try:
+            data = os.read(self._proc.stdout.fileno(), 1 << 16)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if not data:
+            self._ended()
+            return
+        self._inbox += data
+        while len(self._inbox) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self._inbox)
+            if len(self._inbox) < _HEADER.size + size:
+                break
+            body = bytes(self._inbox[_HEADER.size : _HEADER.size + size])
+            del self._inbox[: _HEADER.size + size]
+            self._answer(body)
+
+    def _answer(self, body: bytes) -> None:
+        (number,) = _NUMBER.unpack_from(body)
+        if number == 0:
+            self.ready = True
+            return
+        future = self._waiting.pop(number, None)
+        if future is None or future.done():
+            return
+        if body[_NUMBER.size] == 0:
+            future.set_result(np.frombuffer(body[_NUMBER.size + 1 :], dtype="<f4").copy())
+        else:
+            future.set_exception(EmbeddingModelError(f"embedding failed: {body[_NUMBER.size + 1 :].decode()}"))
+
+    def _ended(self) -> None:
+        """The worker's stdout closed: it exited. Fail whatever waits; a later submit restarts it."""
+        assert self._proc is not None and self._proc.stdout is not None and self._proc.stdin is not None
+        if self._loop is not None and not self._loop.is_closed():
+            self._loop.remove_reader(self._proc.stdout.fileno())
+            if self._outbox:
+                self._loop.remove_writer(self._proc.stdin.fileno())
+        self._loop = None
+        self._outbox.clear()
+        self._running = False
+        self._ended_at = time.monotonic()
+        try:
+            code: int | str = self._proc.wait(timeout=0.05)  # it closed its stdout: it is exiting
+        except subprocess.TimeoutExpired:
+            code = "unknown"
+        self.ready = False
+        for pipe in (self._proc.stdin, self._proc.stdout):
+            try:
+                pipe.close()
+            except OSError:
+                pass
+        if not self._closed:
+            log.error("embedding process exited (code %s); requests embed in the proxy process until it restarts", code)
+        waiting, self._waiting = self._waiting, {}
+        for future in waiting.values():
+            if not future.done():
+                future.set_exception(EmbeddingModelError(f"embedding process exited (code {code})"))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Stop the worker: close its stdin (it exits), then kill it if it has not."""
+        self._closed = True
+        proc = self._proc
+        if proc is None:
+            return
+        if self._loop is not None and not self._loop.is_closed() and proc.stdout is not None:
+            try:
+                self._loop.remove_reader(proc.stdout.fileno())
+            except (RuntimeError, ValueError):
+                pass
+        if proc.stdin is not None and not proc.stdin.closed:
+            try:
+                proc.stdin.close()  # the worker reads the end of its input and exits
+            except OSError:
+                pass
+        try:
+            proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=timeout)
+        if proc.stdout is not None and not proc.stdout.closed:
+            proc.stdout.close()
+
+
+if __name__ == "__main__":
+    sys.exit(_serve(Path(sys.argv[1]), int(sys.argv[2])))

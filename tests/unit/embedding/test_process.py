@@ -1,0 +1,112 @@
+"""Embeddings in a worker process (`ADAPTIVE_EMBEDDING_PROCESS`): same vectors, failures that
+fall back to the proxy process, a worker that is restarted and stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from adaptive_plugin.embedding import Embedder, default_model_dir
+from adaptive_plugin.errors import EmbeddingModelError
+
+TEXTS = [
+    "How do I reset my password?",
+    "Explain the difference between TCP and UDP in two sentences.",
+    "Is it unsafe to eat raw chicken?",
+    "",
+    "word " * 400,  # longer than the tokenizer's limit
+    "Ünïcödé, 汉字 and emoji 🙂 survive the pipe",
+]
+
+
+@pytest.fixture()
+def embedder() -> Iterator[Embedder]:
+    emb = Embedder.from_directory(default_model_dir())
+    emb.use_process(default_model_dir())
+    yield emb
+    emb.close_process()
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_the_worker_gives_the_proxy_process_vectors(embedder: Embedder) -> None:
+    async def embed_all() -> list[np.ndarray]:
+        futures = [embedder.embed_one_soon(t) for t in TEXTS * 5]  # 30 in flight at once
+        assert embedder.process is not None and all(f is not None for f in futures)
+        return list(await asyncio.gather(*futures))
+
+    vectors = asyncio.run(embed_all())
+    assert embedder.process is not None and embedder.process.ready
+    for text, vector in zip(TEXTS * 5, vectors, strict=True):
+        assert vector.dtype == np.float32 and vector.shape == (embedder.dimensions,)
+        np.testing.assert_allclose(vector, embedder.embed_one(text), atol=1e-5)
+
+
+def test_a_worker_that_dies_fails_its_requests_and_is_replaced(embedder: Embedder, caplog: pytest.LogCaptureFixture) -> None:
+    process = embedder.process
+    assert process is not None
+    process.restart_after = 0.5
+
+    async def scenario() -> None:
+        await embedder.embed_one_async(TEXTS[0])  # up and answering
+        first = process.pid
+        assert first is not None
+        waiting = embedder.embed_one_soon(TEXTS[1])
+        os.kill(first, signal.SIGKILL)
+        with pytest.raises(EmbeddingModelError, match="embedding process exited"):
+            await waiting
+        # until it may restart, requests embed in this process, and still get their vector
+        assert process.submit(TEXTS[2]) is None
+        np.testing.assert_allclose(await embedder.embed_one_async(TEXTS[2]), embedder.embed_one(TEXTS[2]), atol=1e-5)
+        await asyncio.sleep(0.6)
+        vector = await embedder.embed_one_async(TEXTS[2])  # a new worker
+        assert process.pid not in (None, first)
+        np.testing.assert_allclose(vector, embedder.embed_one(TEXTS[2]), atol=1e-5)
+
+    asyncio.run(scenario())
+    assert "embedding process exited" in caplog.text
+
+
+def test_closing_stops_the_worker(embedder: Embedder) -> None:
+    process = embedder.process
+    assert process is not None and process.pid is not None
+    pid = process.pid
+    asyncio.run(embedder.embed_one_async(TEXTS[0]))
+    embedder.close_process()
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(pid)
+    assert embedder.process is None
+
+    async def after() -> np.ndarray:
+        return await embedder.embed_one_async(TEXTS[0])  # in-process again
+
+    np.testing.assert_allclose(asyncio.run(after()), embedder.embed_one(TEXTS[0]), atol=1e-5)
+
+
+def test_a_worker_that_cannot_load_the_model_falls_back(tmp_path: object, caplog: pytest.LogCaptureFixture) -> None:
+    emb = Embedder.from_directory(default_model_dir())
+    emb.use_process(f"{tmp_path}/no-model-here")
+
+    async def run() -> np.ndarray:
+        with pytest.raises(EmbeddingModelError, match="embedding process exited"):
+            await emb.embed_one_soon(TEXTS[0])  # type: ignore[misc]
+        return await emb.embed_one_async(TEXTS[0])  # the proxy process embeds it
+
+    try:
+        np.testing.assert_allclose(asyncio.run(run()), emb.embed_one(TEXTS[0]), atol=1e-5)
+    finally:
+        emb.close_process()
