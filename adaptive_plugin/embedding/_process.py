@@ -103,13 +103,17 @@ class EmbeddingProcess:
     def start(self) -> None:
         """Start the worker (returns at once; requests sent before it is ready wait in the pipe)."""
         self.ready = False
-        self._proc = subprocess.Popen(
-            [sys.executable, "-m", "adaptive_plugin.embedding._process", str(self.model_dir), str(self.threads)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            # its own session: signals sent to the proxy's process group (Ctrl-C, a supervisor's
-            # SIGTERM to the group) stop the proxy, which then closes the worker's stdin
-            start_new_session=True,
-        )
+        try:
+            self._proc = subprocess.Popen(
+                [sys.executable, "-m", "adaptive_plugin.embedding._process", str(self.model_dir), str(self.threads)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                # its own session: signals sent to the proxy's process group (Ctrl-C, a supervisor's
+                # SIGTERM to the group) stop the proxy, which then closes the worker's stdin
+                start_new_session=True,
+            )
+        except OSError as exc:
+            self._ended_at = time.monotonic()
+            raise EmbeddingModelError(f"cannot start the embedding process: {exc}") from exc
         assert self._proc.stdin is not None and self._proc.stdout is not None
         os.set_blocking(self._proc.stdin.fileno(), False)
         os.set_blocking(self._proc.stdout.fileno(), False)
@@ -125,7 +129,11 @@ class EmbeddingProcess:
         if not self._running or self._proc is None or self._proc.poll() is not None:
             if time.monotonic() - self._ended_at < self.restart_after:
                 return None
-            self.start()
+            try:
+                self.start()
+            except EmbeddingModelError as exc:
+                log.error("%s; requests embed in the proxy process", exc)
+                return None
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._attach(loop)

@@ -110,3 +110,26 @@ def test_a_worker_that_cannot_load_the_model_falls_back(tmp_path: object, caplog
         np.testing.assert_allclose(asyncio.run(run()), emb.embed_one(TEXTS[0]), atol=1e-5)
     finally:
         emb.close_process()
+
+
+def test_a_worker_that_cannot_be_started_is_a_named_error_at_start_and_a_fallback_later(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from adaptive_plugin.embedding import _process
+
+    emb = Embedder.from_directory(default_model_dir())
+
+    def no_fork(*_args: object, **_kwargs: object) -> None:
+        raise OSError("Resource temporarily unavailable")
+
+    monkeypatch.setattr(_process.subprocess, "Popen", no_fork)
+    with pytest.raises(EmbeddingModelError, match="cannot start the embedding process: Resource temporarily"):
+        emb.use_process(default_model_dir())  # at start-up: the setting asked for it, so say why not
+    process = _process.EmbeddingProcess(default_model_dir(), restart_after=0.0)
+    emb.process = process
+
+    async def run() -> np.ndarray:
+        return await emb.embed_one_async(TEXTS[0])  # a restart fails: this process embeds it
+
+    np.testing.assert_allclose(asyncio.run(run()), emb.embed_one(TEXTS[0]), atol=1e-5)
+    assert "cannot start the embedding process" in caplog.text
