@@ -54,7 +54,9 @@ def test_the_worker_gives_the_proxy_process_vectors(embedder: Embedder) -> None:
         np.testing.assert_allclose(vector, embedder.embed_one(text), atol=1e-5)
 
 
-def test_a_worker_that_dies_fails_its_requests_and_is_replaced(embedder: Embedder, caplog: pytest.LogCaptureFixture) -> None:
+def test_a_worker_that_dies_fails_its_requests_and_is_replaced(
+    embedder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
     process = embedder.process
     assert process is not None
     process.restart_after = 0.5
