@@ -126,7 +126,7 @@ class EmbeddingProcess:
         """Send one text; call from the event loop. None: embed it in-process instead."""
         if self._closed or len(self._waiting) >= self.max_waiting:
             return None
-        if not self._running or self._proc is None or self._proc.poll() is not None:
+        if not self._running:  # the reader saw the worker's output end (`_ended`), or never started
             if time.monotonic() - self._ended_at < self.restart_after:
                 return None
             try:
