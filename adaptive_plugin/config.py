@@ -54,7 +54,7 @@ class Settings(BaseSettings):
         description="onnxruntime pool size: request embeddings run on threads - 1 pool threads (1: in a Python thread).",
     )
     embedding_process: bool = Field(
-        False,
+        True,
         description="Embed requests in a worker process beside the event loop (in-process, an embedding stalls the loop).",
     )
     gc_freeze: bool = Field(

@@ -99,7 +99,7 @@ class PluginContext:
 
 def load_embedder(settings: Settings) -> Embedder:
     if settings.embedding_model_name:
-        if settings.embedding_process:
+        if settings.embedding_process and "embedding_process" in settings.model_fields_set:
             log.warning("ADAPTIVE_EMBEDDING_PROCESS applies to the offline model directory only; "
                         "%s embeds in the proxy process", settings.embedding_model_name)
         return Embedder.from_name(

@@ -9,10 +9,10 @@ it starts these `litellm --config` proxies side by side, one worker each:
   (a)  bare LiteLLM: config/demo.yaml minus the plugin callback, custom_auth and our retry
        policy (prometheus callback kept), master-key auth, pooled key;
   (b)  the plugin on: a project API key, a BYOK key, every prompt unique (cache miss: lookup,
-       then the answer is stored);
+       then the answer is stored); embeddings in the worker process (the default; its CPU is
+       counted with the proxy's);
   (b') the same with ADAPTIVE_CACHE_ENABLED=false and ADAPTIVE_ROUTING_USE_EMBEDDING=false;
-  (b-proc) (b) with ADAPTIVE_EMBEDDING_PROCESS=true (embeddings in a worker process; its CPU
-       is counted with the proxy's);
+  (b-inproc) (b) with ADAPTIVE_EMBEDDING_PROCESS=false (embeddings in the proxy process);
   (b-auto) `model: "auto"` on (b), when the router answers (skipped with its error otherwise);
   (c)  the cache-hit path on (b): one prompt, stored by a warm-up request, then repeated; in
        the turns of the fastest provider latency, beside bare LiteLLM's fastest calls.
@@ -25,7 +25,8 @@ happened to run during it. The idle proxies cost nothing measurable while anothe
 Printed: p50/p95/p99 latency, throughput, the proxy process's CPU time per measured request
 (all its threads, from /proc: on a noisy machine far steadier than a latency percentile), the
 ratios (b)/(a) and the differences (pooled, and turn by turn), the local embedding time (p50,
-measured in this process on the same kind of prompts, before each turn of (b) at c=1), the proxy's own
+measured from this process on the same kind of prompts the way each variant computes it, before
+each of its turns at c=1: a worker process for (b), in-process for (b-inproc)), the proxy's own
 adaptive_cache_lookup_seconds / adaptive_plugin_latency_seconds means, and the targets.
 `--write` replaces the `## Overhead` section of bench/RESULTS.md. `--profile` runs py-spy on
 the (b) proxy during its highest-concurrency level (latency 0) and writes a flame graph.
@@ -107,7 +108,7 @@ def chat_factory(api_key: str, tag: str, *, model: str = MODEL, fixed: str | Non
 
 def process_cpu_seconds(pid: int) -> float:
     """User + system CPU time of a process (all threads) and of its running children, such as
-    the embedding worker of (b-proc) (Linux /proc; 0 elsewhere)."""
+    the embedding worker of (b) (Linux /proc; 0 elsewhere)."""
     total = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
@@ -148,16 +149,22 @@ def histogram_means(metrics_text: str) -> dict[str, float]:
 
 class EmbedTimer:
     """One local embedding of a bench prompt as the proxy computes it (`embed_one_async`, awaited
-    in an event loop), timed in this process while the proxies are idle. Sampled before every turn
-    of (b), so that the budget "(b) adds no more than one embedding + 1 ms" is measured in the
-    same minutes as (b) itself (this machine's speed drifts by tens of percent within a run)."""
+    in an event loop; with `process`, through a worker process of its own, as (b) does), timed
+    from this process while the proxies are idle. Sampled before every turn of its variant, so
+    that the budget "adds no more than one embedding + 1 ms" is measured in the same minutes as
+    the variant itself (this machine's speed drifts by tens of percent within a run)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, process: bool) -> None:
         from adaptive_plugin.embedding import Embedder, default_model_dir
 
         self.embedder = Embedder.from_directory(default_model_dir())
+        if process:
+            self.embedder.use_process(default_model_dir())
+            assert self.embedder.process is not None
+            if not asyncio.run(self.embedder.process.until_ready()):
+                raise SystemExit("the embedding worker process did not start")
         self.times: list[float] = []
-        self.run(10, keep=False)  # warm-up
+        self.run(10, keep=False)  # warm-up (and, with a worker, its start)
 
     def run(self, n: int, *, keep: bool = True) -> list[float]:
         async def timed() -> list[float]:
@@ -219,8 +226,8 @@ def start_targets(latency: float, fake: FakeProviderProcess, work: Path, args: a
         extra: dict[str, str] = {}
         if variant == "b'":
             extra = {"ADAPTIVE_CACHE_ENABLED": "false", "ADAPTIVE_ROUTING_USE_EMBEDDING": "false"}
-        elif variant == "b-proc":
-            extra = {"ADAPTIVE_EMBEDDING_PROCESS": "true"}
+        elif variant == "b-inproc":
+            extra = {"ADAPTIVE_EMBEDDING_PROCESS": "false"}
         config = bare_config(work) if variant == "a" else demo_config()
         proxy = stack.enter_context(ProxyProcess(config, env=proxy_env(fake.base_url, state, **extra),
                                                  log_path=work / f"proxy-{variant}-{latency:g}.log"))
@@ -257,7 +264,7 @@ def start_targets(latency: float, fake: FakeProviderProcess, work: Path, args: a
 
 
 def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: argparse.Namespace,
-                rows: list[Row], notes: dict[str, Any], timer: EmbedTimer) -> None:
+                rows: list[Row], notes: dict[str, Any], timers: dict[str, EmbedTimer]) -> None:
     with ExitStack() as stack:
         targets = start_targets(latency, fake, work, args, stack, notes)
         order = list(targets)
@@ -269,8 +276,8 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                 # alternate the order so that no variant always runs right after the same one
                 for variant in order if rnd % 2 == 0 else order[::-1]:
                     target = targets[variant]
-                    if variant in ("b", "b-proc") and conc == 1:
-                        timer.sample()  # the embedding budget, timed beside (b)'s own turns
+                    if variant in timers and conc == 1:
+                        timers[variant].sample()  # the embedding budget, timed beside the variant's own turns
                     profiler = None
                     if (args.profile and variant == "b" and rnd == 0 and latency == args.latencies[0]
                             and conc == max(args.levels)):
@@ -321,7 +328,7 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
     for lat in args.latencies:
         for conc in args.levels:
             a = find(rows, lat, "a", conc)
-            for v in ("b", "b-proc", "b'", "b-auto", "c"):
+            for v in ("b", "b-inproc", "b'", "b-auto", "c"):
                 b = find(rows, lat, v, conc)
                 if a is None or b is None:
                     continue
@@ -342,7 +349,7 @@ def turn_diffs(a: Row, b: Row) -> str:
     return f"{statistics.median(diffs):+.2f} [{diffs[0]:+.2f}, {diffs[-1]:+.2f}]"
 
 
-def verdicts(rows: list[Row], args: argparse.Namespace, emb: float) -> list[tuple[str, str, bool | None]]:
+def verdicts(rows: list[Row], args: argparse.Namespace, embs: dict[str, float]) -> list[tuple[str, str, bool | None]]:
     out: list[tuple[str, str, bool | None]] = []
     lat0 = min(args.latencies)
     a1, b1, bp1 = find(rows, lat0, "a", 1), find(rows, lat0, "b", 1), find(rows, lat0, "b'", 1)
@@ -352,8 +359,9 @@ def verdicts(rows: list[Row], args: argparse.Namespace, emb: float) -> list[tupl
         out.append(("(b') adds < 1 ms at p50 (c=1)", f"{d50:+.2f} ms", d50 < 1))
         out.append(("(b') adds < 3 ms at p95 (c=1)", f"{d95:+.2f} ms", d95 < 3))
     if a1 and b1:
-        out.append(("local embedding < 5 ms p50", f"{emb:.2f} ms", emb < 5))
-    for variant in ("b", "b-proc"):
+        out.append(("local embedding < 5 ms p50 (worker process, as (b))", f"{embs['b']:.2f} ms", embs["b"] < 5))
+    for variant in ("b", "b-inproc"):
+        emb = embs[variant]
         for lat in args.latencies:
             a, b = find(rows, lat, "a", 1), find(rows, lat, variant, 1)
             if a and b:
@@ -379,8 +387,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--warmup", type=int, default=30, help="unmeasured requests before each level")
     ap.add_argument("--levels", default="1,16,64", help="concurrency levels")
     ap.add_argument("--latencies", default="0,50", help="fake provider latencies, ms")
-    ap.add_argument("--variants", default="a,b',b,b-proc",
-                    help="which of a, b', b, b-proc to run ((c) and (b-auto) ride on b)")
+    ap.add_argument("--variants", default="a,b',b,b-inproc",
+                    help="which of a, b', b, b-inproc to run ((c) and (b-auto) ride on b)")
     ap.add_argument("--rounds", type=int, default=6,
                     help="each level is measured in this many turns per variant, interleaved (drift hits all alike)")
     ap.add_argument("--deadline", type=float, default=120.0, help="wall-clock bound per level, seconds")
@@ -397,27 +405,29 @@ def main(argv: list[str] | None = None) -> int:
     started = time.monotonic()
     note_start = machine_note()
     speed = cpu_speed_ms()
-    timer = EmbedTimer()
-    start_emb = statistics.median(timer.run(200, keep=False))
-    print(f"{note_start}\nCPU speed figure: {speed:.0f} ms\n"
-          f"local embedding of one bench prompt: p50 {start_emb:.2f} ms", flush=True)
+    timers = {"b": EmbedTimer(process=True), "b-inproc": EmbedTimer(process=False)}
+    start_embs = {v: statistics.median(t.run(200, keep=False)) for v, t in timers.items()}
+    print(f"{note_start}\nCPU speed figure: {speed:.0f} ms\nlocal embedding of one bench prompt: p50 "
+          f"{start_embs['b']:.2f} ms (worker process), {start_embs['b-inproc']:.2f} ms (in-process)", flush=True)
     work = new_tempdir("adaptive-bench-overhead-")
     rows: list[Row] = []
     notes: dict[str, Any] = {}
     try:
         for latency in args.latencies:
             with FakeProviderProcess(KEYS, latency_ms=latency, workdir=work) as fake:
-                run_latency(latency, fake, work, args, rows, notes, timer)
+                run_latency(latency, fake, work, args, rows, notes, timers)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        timers["b"].embedder.close_process()
     elapsed = time.monotonic() - started
     note_end = machine_note()
-    if not timer.times:  # no (b) turns at c=1: the start-of-run figure
-        timer.times = timer.run(200, keep=False)
-    emb, emb95 = timer.p50(), timer.p95()
+    for timer in timers.values():
+        if not timer.times:  # no turns of its variant at c=1: the start-of-run figure
+            timer.times = timer.run(200, keep=False)
+    embs = {v: t.p50() for v, t in timers.items()}
 
     table = tables(rows, args)
-    checks = verdicts(rows, args, emb)
+    checks = verdicts(rows, args, embs)
     check_lines = ["| target | measured | verdict |", "|---|---|---|"] + [
         f"| {name} | {value} | {'PASS' if ok else 'FAIL' if ok is not None else '-'} |" for name, value, ok in checks]
     metrics_lines = []
@@ -440,12 +450,14 @@ average is the 1-minute figure); CPU speed figure {speed:.0f} ms (`bench._common
 5-million-addition Python loop, best of 3; lower is faster; machines of this kind have run 2-3x
 apart on different days). (a) bare LiteLLM (demo config minus the plugin callback,
 custom_auth and retry policy; master key); (b) plugin on, project key, BYOK key, unique prompts (cache miss,
-answer stored); (b-proc) (b) with `ADAPTIVE_EMBEDDING_PROCESS=true` (the worker's CPU counted with the proxy's);
+answer stored), embeddings in the worker process (the default; its CPU counted with the proxy's); (b-inproc) (b)
+with `ADAPTIVE_EMBEDDING_PROCESS=false` (embeddings in the proxy process);
 (b') plugin with `ADAPTIVE_CACHE_ENABLED=false ADAPTIVE_ROUTING_USE_EMBEDDING=false`; (c) cache
 hit on (b) (`x-adaptive-cache: {notes.get('hit_header')}`). Model `{MODEL}`, `max_tokens` 64.
-Local embedding of one prompt as the proxy computes it (`embed_one_async`; this process, proxies idle, 40
-embeddings before each turn of (b) at c=1, {len(timer.times)} in all): p50 {emb:.2f} ms, p95 {emb95:.2f} ms
-({start_emb:.2f} ms p50 at the start of the run).
+Local embedding of one prompt as the proxy computes it (`embed_one_async` from this process, proxies idle, 40
+embeddings before each turn of the variant at c=1): through a worker process, as (b): p50 {embs['b']:.2f} ms,
+p95 {timers['b'].p95():.2f} ms ({len(timers['b'].times)} in all; {start_embs['b']:.2f} ms p50 at the start of the run);
+in-process, as (b-inproc): p50 {embs['b-inproc']:.2f} ms, p95 {timers['b-inproc'].p95():.2f} ms ({start_embs['b-inproc']:.2f} ms at the start).
 
 {table}
 

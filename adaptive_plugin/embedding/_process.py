@@ -76,19 +76,26 @@ class EmbeddingProcess:
     `submit` returns a future resolved by the event loop, or None when the worker cannot take
     the request (not running, restarting, too many waiting): the caller then embeds in-process.
     A worker that exits fails its waiting requests with EmbeddingModelError and is started
-    again by the first `submit` at least `restart_after` seconds after it exited.
+    again by the first `submit` at least `restart_after` seconds after it exited. A worker that
+    stops answering (its oldest waiting request older than `answer_timeout` seconds, or not
+    ready `start_timeout` seconds after it started) is killed, which fails them the same way.
     """
 
     def __init__(self, model_dir: str | os.PathLike[str], *, threads: int = 1, max_waiting: int = 256,
-                 restart_after: float = 30.0) -> None:
+                 restart_after: float = 30.0, answer_timeout: float = 10.0, start_timeout: float = 60.0) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
         self.max_waiting = max_waiting
         self.restart_after = restart_after
+        self.answer_timeout = answer_timeout
+        self.start_timeout = start_timeout
         self.ready = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._waiting: dict[int, asyncio.Future[np.ndarray]] = {}
+        self._sent_at: dict[int, float] = {}  # the oldest first, as the worker answers them
+        self._watch: asyncio.TimerHandle | None = None
+        self._started_at = 0.0
         self._inbox = bytearray()
         self._outbox = bytearray()
         self._next = 1
@@ -101,7 +108,7 @@ class EmbeddingProcess:
         return self._proc.pid if self._proc is not None else None
 
     def start(self) -> None:
-        """Start the worker (returns at once; requests sent before it is ready wait in the pipe)."""
+        """Start the worker (returns at once; until it is ready, `submit` declines)."""
         self.ready = False
         try:
             self._proc = subprocess.Popen(
@@ -120,10 +127,12 @@ class EmbeddingProcess:
         self._inbox.clear()
         self._outbox.clear()
         self._loop = None  # the reader is added by the first submit, on its loop
+        self._started_at = time.monotonic()
         self._running = True
 
     def submit(self, text: str) -> asyncio.Future[np.ndarray] | None:
-        """Send one text; call from the event loop. None: embed it in-process instead."""
+        """Send one text; call from the event loop. None: embed it in-process instead (also while
+        the worker loads the model: no request waits for that)."""
         if self._closed or len(self._waiting) >= self.max_waiting:
             return None
         if not self._running:  # the reader saw the worker's output end (`_ended`), or never started
@@ -137,17 +146,57 @@ class EmbeddingProcess:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._attach(loop)
+        if not self.ready:  # loading the model (its ready answer is read by the reader just attached)
+            if self._watch is None:
+                self._watch = loop.call_later(min(self.answer_timeout, self.start_timeout), self._check)
+            return None
         number = self._next
         self._next += 1
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._waiting[number] = future
+        self._sent_at[number] = time.monotonic()
         self._send(_frame(_NUMBER.pack(number) + text.encode("utf-8")))
+        if self._watch is None:
+            self._watch = loop.call_later(self.answer_timeout, self._check)
         return future
+
+    async def until_ready(self, timeout: float = 60.0) -> bool:
+        """Wait until the worker has loaded its model (False: it exited, or not within `timeout`)."""
+        loop = asyncio.get_running_loop()
+        if self._running and self._loop is not loop:
+            self._attach(loop)
+        deadline = time.monotonic() + timeout
+        while self._running and not self.ready and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return self.ready
+
+    def _check(self) -> None:
+        """The watchdog: kill a worker that stopped answering (the reader then fails its requests)."""
+        self._watch = None
+        if (self.ready and not self._sent_at) or not self._running or self._proc is None or self._loop is None:
+            return
+        now = time.monotonic()
+        if self.ready:
+            overdue = now - next(iter(self._sent_at.values())) - self.answer_timeout
+        else:
+            overdue = now - self._started_at - self.start_timeout
+        if overdue < 0:  # looked at again at least every answer_timeout (readiness changes the rule)
+            self._watch = self._loop.call_later(min(-overdue, self.answer_timeout), self._check)
+            return
+        log.error("embedding process stopped answering (%s); killing it",
+                  f"no answer in {self.answer_timeout:g} s" if self.ready else f"not ready after {self.start_timeout:g} s")
+        try:
+            self._proc.kill()  # its output ends: `_ended` fails the waiting requests
+        except OSError:
+            pass
 
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._proc.stdout.fileno())
+        if self._watch is not None:  # the watchdog runs on the loop that reads the answers
+            self._watch.cancel()
+            self._watch = None
         self._loop = loop
         loop.add_reader(self._proc.stdout.fileno(), self._readable)
 
@@ -207,6 +256,7 @@ class EmbeddingProcess:
             self.ready = True
             return
         future = self._waiting.pop(number, None)
+        self._sent_at.pop(number, None)
         if future is None or future.done():
             return
         if body[_NUMBER.size] == 0:
@@ -224,6 +274,9 @@ class EmbeddingProcess:
         self._loop = None
         self._outbox.clear()
         self._running = False
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         self._ended_at = time.monotonic()
         try:
             code: int | str = self._proc.wait(timeout=0.05)  # it closed its stdout: it is exiting
@@ -238,6 +291,7 @@ class EmbeddingProcess:
         if not self._closed:
             log.error("embedding process exited (code %s); requests embed in the proxy process until it restarts", code)
         waiting, self._waiting = self._waiting, {}
+        self._sent_at.clear()
         for future in waiting.values():
             if not future.done():
                 future.set_exception(EmbeddingModelError(f"embedding process exited (code {code})"))
@@ -245,6 +299,9 @@ class EmbeddingProcess:
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker: close its stdin (it exits), then kill it if it has not."""
         self._closed = True
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         proc = self._proc
         if proc is None:
             return

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
+
 from adaptive_plugin.devtools.fake_provider import FakeProvider
 from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config
 from tests.proxy.conftest import MASTER_KEY, gateway_env
@@ -166,13 +168,14 @@ def _children(pid: int, marker: str) -> list[int]:
     return found
 
 
-def test_embeddings_in_a_worker_process_serve_hits_and_the_worker_ends_with_the_proxy(
-    fake_provider: FakeProvider, tmp_path: Path
+@pytest.mark.parametrize("process", [True, False], ids=["worker-process (default)", "in-process"])
+def test_semantic_hits_with_either_embedding_path_and_the_worker_ends_with_the_proxy(
+    fake_provider: FakeProvider, tmp_path: Path, process: bool
 ) -> None:
     import os
     import time
 
-    env = gateway_env(fake_provider, tmp_path, ADAPTIVE_EMBEDDING_PROCESS="true")
+    env = gateway_env(fake_provider, tmp_path, **({} if process else {"ADAPTIVE_EMBEDDING_PROCESS": "false"}))
     with ProxyProcess(demo_config(), env=env, log_path=tmp_path / "proxy.log") as proxy:
         gw = Gateway(proxy=proxy, fake=fake_provider, master=MASTER_KEY, state_dir=tmp_path,
                      database_url=f"sqlite:///{tmp_path / 'adaptive.db'}", env=env)
@@ -186,10 +189,10 @@ def test_embeddings_in_a_worker_process_serve_hits_and_the_worker_ends_with_the_
         assert len(gw.calls_since(mark)) == 1
         assert proxy.proc is not None
         workers = _children(proxy.proc.pid, "adaptive_plugin.embedding._process")
-        assert len(workers) == 1
+        assert len(workers) == (1 if process else 0)
         gw.close_clients()
     deadline = time.monotonic() + 15
-    while time.monotonic() < deadline and os.path.exists(f"/proc/{workers[0]}"):
+    while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):
         time.sleep(0.1)
-    assert not os.path.exists(f"/proc/{workers[0]}"), "the embedding worker outlived the proxy"
+    assert not any(os.path.exists(f"/proc/{pid}") for pid in workers), "the embedding worker outlived the proxy"
     assert "embedding process exited" not in (tmp_path / "proxy.log").read_text()

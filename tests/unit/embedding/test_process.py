@@ -1,5 +1,5 @@
 """Embeddings in a worker process (`ADAPTIVE_EMBEDDING_PROCESS`): same vectors, failures that
-fall back to the proxy process, a worker that is restarted and stopped."""
+fall back to the proxy process, a stuck worker that is killed, a worker that is restarted and stopped."""
 
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ TEXTS = [
 def embedder() -> Iterator[Embedder]:
     emb = Embedder.from_directory(default_model_dir())
     emb.use_process(default_model_dir())
+    assert emb.process is not None and asyncio.run(emb.process.until_ready())
     yield emb
     emb.close_process()
 
@@ -39,6 +40,27 @@ def alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def test_no_request_waits_for_the_worker_to_load_its_model() -> None:
+    emb = Embedder.from_directory(default_model_dir())
+    emb.use_process(default_model_dir())
+    process = emb.process
+    assert process is not None
+
+    async def scenario() -> None:
+        started = time.monotonic()
+        vector = await emb.embed_one_async(TEXTS[0])  # the worker is still loading: in-process
+        assert time.monotonic() - started < 0.5
+        assert not process.ready
+        np.testing.assert_allclose(vector, emb.embed_one(TEXTS[0]), atol=1e-5)
+        assert await process.until_ready()
+        assert process.submit(TEXTS[0]) is not None  # from now on, the worker
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        emb.close_process()
 
 
 def test_the_worker_gives_the_proxy_process_vectors(embedder: Embedder) -> None:
@@ -73,12 +95,48 @@ def test_a_worker_that_dies_fails_its_requests_and_is_replaced(
         assert process.submit(TEXTS[2]) is None
         np.testing.assert_allclose(await embedder.embed_one_async(TEXTS[2]), embedder.embed_one(TEXTS[2]), atol=1e-5)
         await asyncio.sleep(0.6)
-        vector = await embedder.embed_one_async(TEXTS[2])  # a new worker
-        assert process.pid not in (None, first)
-        np.testing.assert_allclose(vector, embedder.embed_one(TEXTS[2]), atol=1e-5)
+        await embedder.embed_one_async(TEXTS[2])  # starts a new worker (in-process until it is ready)
+        assert process.pid not in (None, first) and await process.until_ready()
+        sent = process.submit(TEXTS[2])
+        assert sent is not None
+        np.testing.assert_allclose(await sent, embedder.embed_one(TEXTS[2]), atol=1e-5)
 
     asyncio.run(scenario())
     assert "embedding process exited" in caplog.text
+
+
+def test_a_worker_that_stops_answering_is_killed_and_its_requests_fall_back(
+    embedder: Embedder, caplog: pytest.LogCaptureFixture
+) -> None:
+    process = embedder.process
+    assert process is not None
+    process.answer_timeout = 0.5
+    process.restart_after = 0.0
+
+    async def scenario() -> None:
+        await embedder.embed_one_async(TEXTS[0])  # up and answering
+        stuck = process.pid
+        assert stuck is not None
+        os.kill(stuck, signal.SIGSTOP)  # alive, but answers nothing
+        try:
+            started = time.monotonic()
+            waiting = embedder.embed_one_soon(TEXTS[1])
+            with pytest.raises(EmbeddingModelError, match="embedding process exited"):
+                await asyncio.wait_for(waiting, timeout=10)
+            assert 0.4 < time.monotonic() - started < 5
+            assert not alive(stuck) or open(f"/proc/{stuck}/stat").read().split()[2] == "Z"
+            # the next request starts a new worker, which then answers
+            await embedder.embed_one_async(TEXTS[1])
+            assert process.pid not in (None, stuck) and await process.until_ready()
+            sent = process.submit(TEXTS[1])
+            assert sent is not None
+            np.testing.assert_allclose(await asyncio.wait_for(sent, timeout=30), embedder.embed_one(TEXTS[1]), atol=1e-5)
+        finally:
+            if alive(stuck):
+                os.kill(stuck, signal.SIGCONT)
+
+    asyncio.run(scenario())
+    assert "embedding process stopped answering (no answer in 0.5 s)" in caplog.text
 
 
 def test_closing_stops_the_worker(embedder: Embedder) -> None:
@@ -103,15 +161,18 @@ def test_a_worker_that_cannot_load_the_model_falls_back(tmp_path: object, caplog
     emb = Embedder.from_directory(default_model_dir())
     emb.use_process(f"{tmp_path}/no-model-here")
 
+    process = emb.process
+    assert process is not None
+
     async def run() -> np.ndarray:
-        with pytest.raises(EmbeddingModelError, match="embedding process exited"):
-            await emb.embed_one_soon(TEXTS[0])  # type: ignore[misc]
+        assert not await process.until_ready(timeout=30)  # it exits instead
         return await emb.embed_one_async(TEXTS[0])  # the proxy process embeds it
 
     try:
         np.testing.assert_allclose(asyncio.run(run()), emb.embed_one(TEXTS[0]), atol=1e-5)
     finally:
         emb.close_process()
+    assert "embedding process exited" in caplog.text
 
 
 def test_a_worker_that_cannot_be_started_is_a_named_error_at_start_and_a_fallback_later(
