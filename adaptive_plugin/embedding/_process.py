@@ -92,8 +92,8 @@ class EmbeddingProcess:
         self.ready = False
         self._proc: subprocess.Popen[bytes] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._waiting: dict[int, asyncio.Future[np.ndarray]] = {}
-        self._sent_at: dict[int, float] = {}  # the oldest first, as the worker answers them
+        # request number -> (its future, when it was sent); the oldest first, as the worker answers
+        self._waiting: dict[int, tuple[asyncio.Future[np.ndarray], float]] = {}
         self._watch: asyncio.TimerHandle | None = None
         self._started_at = 0.0
         self._inbox = bytearray()
@@ -153,8 +153,7 @@ class EmbeddingProcess:
         number = self._next
         self._next += 1
         future: asyncio.Future[np.ndarray] = loop.create_future()
-        self._waiting[number] = future
-        self._sent_at[number] = time.monotonic()
+        self._waiting[number] = (future, time.monotonic())
         self._send(_frame(_NUMBER.pack(number) + text.encode("utf-8")))
         if self._watch is None:
             self._watch = loop.call_later(self.answer_timeout, self._check)
@@ -173,11 +172,11 @@ class EmbeddingProcess:
     def _check(self) -> None:
         """The watchdog: kill a worker that stopped answering (the reader then fails its requests)."""
         self._watch = None
-        if (self.ready and not self._sent_at) or not self._running or self._proc is None or self._loop is None:
+        if (self.ready and not self._waiting) or not self._running or self._proc is None or self._loop is None:
             return
         now = time.monotonic()
         if self.ready:
-            overdue = now - next(iter(self._sent_at.values())) - self.answer_timeout
+            overdue = now - next(iter(self._waiting.values()))[1] - self.answer_timeout
         else:
             overdue = now - self._started_at - self.start_timeout
         if overdue < 0:  # looked at again at least every answer_timeout (readiness changes the rule)
@@ -190,13 +189,16 @@ class EmbeddingProcess:
         except OSError:
             pass
 
+    def _unwatch(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
+
     def _attach(self, loop: asyncio.AbstractEventLoop) -> None:
         assert self._proc is not None and self._proc.stdout is not None
         if self._loop is not None and not self._loop.is_closed():
             self._loop.remove_reader(self._proc.stdout.fileno())
-        if self._watch is not None:  # the watchdog runs on the loop that reads the answers
-            self._watch.cancel()
-            self._watch = None
+        self._unwatch()  # the watchdog runs on the loop that reads the answers
         self._loop = loop
         loop.add_reader(self._proc.stdout.fileno(), self._readable)
 
@@ -255,8 +257,7 @@ class EmbeddingProcess:
         if number == 0:
             self.ready = True
             return
-        future = self._waiting.pop(number, None)
-        self._sent_at.pop(number, None)
+        future = self._waiting.pop(number, (None, 0.0))[0]
         if future is None or future.done():
             return
         if body[_NUMBER.size] == 0:
@@ -274,9 +275,7 @@ class EmbeddingProcess:
         self._loop = None
         self._outbox.clear()
         self._running = False
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        self._unwatch()
         self._ended_at = time.monotonic()
         try:
             code: int | str = self._proc.wait(timeout=0.05)  # it closed its stdout: it is exiting
@@ -291,17 +290,14 @@ class EmbeddingProcess:
         if not self._closed:
             log.error("embedding process exited (code %s); requests embed in the proxy process until it restarts", code)
         waiting, self._waiting = self._waiting, {}
-        self._sent_at.clear()
-        for future in waiting.values():
+        for future, _sent in waiting.values():
             if not future.done():
                 future.set_exception(EmbeddingModelError(f"embedding process exited (code {code})"))
 
     def close(self, timeout: float = 5.0) -> None:
         """Stop the worker: close its stdin (it exits), then kill it if it has not."""
         self._closed = True
-        if self._watch is not None:
-            self._watch.cancel()
-            self._watch = None
+        self._unwatch()
         proc = self._proc
         if proc is None:
             return

@@ -42,6 +42,18 @@ def alive(pid: int) -> bool:
     return True
 
 
+async def assert_a_new_worker_answers(embedder: Embedder, old_pid: int, text: str) -> None:
+    """The next request starts a new worker (and embeds in-process meanwhile); once it is ready,
+    the new worker answers with the proxy process's vector."""
+    process = embedder.process
+    assert process is not None
+    await embedder.embed_one_async(text)
+    assert process.pid not in (None, old_pid) and await process.until_ready()
+    sent = process.submit(text)
+    assert sent is not None
+    np.testing.assert_allclose(await asyncio.wait_for(sent, timeout=30), embedder.embed_one(text), atol=1e-5)
+
+
 def test_no_request_waits_for_the_worker_to_load_its_model() -> None:
     emb = Embedder.from_directory(default_model_dir())
     emb.use_process(default_model_dir())
@@ -95,11 +107,7 @@ def test_a_worker_that_dies_fails_its_requests_and_is_replaced(
         assert process.submit(TEXTS[2]) is None
         np.testing.assert_allclose(await embedder.embed_one_async(TEXTS[2]), embedder.embed_one(TEXTS[2]), atol=1e-5)
         await asyncio.sleep(0.6)
-        await embedder.embed_one_async(TEXTS[2])  # starts a new worker (in-process until it is ready)
-        assert process.pid not in (None, first) and await process.until_ready()
-        sent = process.submit(TEXTS[2])
-        assert sent is not None
-        np.testing.assert_allclose(await sent, embedder.embed_one(TEXTS[2]), atol=1e-5)
+        await assert_a_new_worker_answers(embedder, first, TEXTS[2])
 
     asyncio.run(scenario())
     assert "embedding process exited" in caplog.text
@@ -125,12 +133,7 @@ def test_a_worker_that_stops_answering_is_killed_and_its_requests_fall_back(
                 await asyncio.wait_for(waiting, timeout=10)
             assert 0.4 < time.monotonic() - started < 5
             assert not alive(stuck) or open(f"/proc/{stuck}/stat").read().split()[2] == "Z"
-            # the next request starts a new worker, which then answers
-            await embedder.embed_one_async(TEXTS[1])
-            assert process.pid not in (None, stuck) and await process.until_ready()
-            sent = process.submit(TEXTS[1])
-            assert sent is not None
-            np.testing.assert_allclose(await asyncio.wait_for(sent, timeout=30), embedder.embed_one(TEXTS[1]), atol=1e-5)
+            await assert_a_new_worker_answers(embedder, stuck, TEXTS[1])
         finally:
             if alive(stuck):
                 os.kill(stuck, signal.SIGCONT)
