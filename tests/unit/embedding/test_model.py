@@ -46,6 +46,37 @@ def test_derived_model_is_used_and_stays_close_to_the_source(derived_dir: Path) 
     assert a @ b > a @ c + 0.2
 
 
+def test_only_our_session_is_loaded_and_it_gives_the_eagerly_loaded_models_vectors(
+    derived_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """fastembed does not load the wheel's model only for it to be replaced (about 80 MB resident
+    per process, in the proxy and in its embedding worker), and the vectors stay the same."""
+    import onnxruntime as ort
+    from fastembed import TextEmbedding
+
+    from adaptive_plugin.embedding._embedder import DEFAULT_MODEL_NAME
+
+    real = ort.InferenceSession
+    loaded: list[str] = []
+
+    class Counting(real):  # type: ignore[misc, valid-type]
+        def __init__(self, path: str, *args: object, **kwargs: object) -> None:
+            loaded.append(Path(path).name)
+            super().__init__(path, *args, **kwargs)
+
+    monkeypatch.setattr(ort, "InferenceSession", Counting)
+    embedder = Embedder.from_directory(derived_dir)
+    assert loaded == [QUANTIZED_FILE]
+    # the way it was loaded before: fastembed's own session first, then ours in its place
+    eager = TextEmbedding(DEFAULT_MODEL_NAME, specific_model_path=str(derived_dir))
+    assert loaded[1:] == ["model.onnx"]
+    eager.model.model = real(str(derived_dir / QUANTIZED_FILE), providers=["CPUExecutionProvider"])
+    reference = np.asarray(list(eager.embed(SENTENCES)), dtype=np.float32)
+    np.testing.assert_allclose(embedder.embed(SENTENCES), reference, atol=1e-6)
+    for text in SENTENCES:  # and the request path, one text at a time
+        np.testing.assert_allclose(embedder.embed_one(text), next(iter(eager.embed([text]))), atol=1e-6)
+
+
 def test_idle_onnxruntime_workers_sleep(derived_dir: Path) -> None:
     embedder = Embedder.from_directory(derived_dir, threads=2)
     options = embedder._model.model.model.get_session_options()
