@@ -146,17 +146,15 @@ class EmbeddingProcess:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             self._attach(loop)
+        if self._watch is None:  # `_check` applies the rule of the moment (starting, or answering)
+            self._watch = loop.call_later(min(self.answer_timeout, self.start_timeout), self._check)
         if not self.ready:  # loading the model (its ready answer is read by the reader just attached)
-            if self._watch is None:
-                self._watch = loop.call_later(min(self.answer_timeout, self.start_timeout), self._check)
             return None
         number = self._next
         self._next += 1
         future: asyncio.Future[np.ndarray] = loop.create_future()
         self._waiting[number] = (future, time.monotonic())
         self._send(_frame(_NUMBER.pack(number) + text.encode("utf-8")))
-        if self._watch is None:
-            self._watch = loop.call_later(self.answer_timeout, self._check)
         return future
 
     async def until_ready(self, timeout: float = 60.0) -> bool:
