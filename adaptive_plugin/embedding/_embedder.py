@@ -22,6 +22,10 @@ DIMENSIONS = 384
 # onnxruntime's pool then has one thread: request-path embeddings run there, one at a time, and
 # never hold up the event loop (see Embedder.embed_one_soon)
 DEFAULT_THREADS = 2
+# onnxruntime fuses each residual Add + LayerNormalization into SkipLayerNormalization, whose CPU
+# kernel took 51 us per call here against 10 us for the pair (23 tokens, one thread): without it a
+# prompt embeds in 2.6 ms instead of 3.3 ms (bench/RESULTS.md, sixth round)
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +62,8 @@ def _own_session(model: Any, model_file: Path | None, threads: int) -> None:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    inner.model = ort.InferenceSession(str(model_file), sess_options=options, providers=providers)
+    inner.model = ort.InferenceSession(str(model_file), sess_options=options, providers=providers,
+                                       disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def default_model_dir() -> Path:
@@ -111,7 +116,7 @@ class Embedder:
         The integer model derived by `fetch_model` is used when present (`quantized=False`:
         the wheel's model itself); `model_file` names another ONNX file of the same model.
         """
-        from adaptive_plugin.embedding._fetch import quantized_model_path, verify_model_dir
+        from adaptive_plugin.embedding._fetch import RECIPE, derived_recipe, quantized_model_path, verify_model_dir
 
         path = Path(directory)
         verify_model_dir(path)
@@ -121,6 +126,11 @@ class Embedder:
                 log.warning(
                     "embedding: %s has no derived integer model; embeddings take about twice as long. "
                     "Run `adaptive-plugin fetch-model` to derive it.", path
+                )
+            elif derived_recipe(path) < RECIPE:
+                log.warning(
+                    "embedding: the integer model in %s was derived by an older version of the plugin; embeddings "
+                    "take about 15%% longer. Run `adaptive-plugin fetch-model` to derive it again.", path
                 )
         try:
             from fastembed import TextEmbedding

@@ -54,7 +54,7 @@ def test_only_our_session_is_loaded_and_it_gives_the_eagerly_loaded_models_vecto
     import onnxruntime as ort
     from fastembed import TextEmbedding
 
-    from adaptive_plugin.embedding._embedder import DEFAULT_MODEL_NAME
+    from adaptive_plugin.embedding._embedder import DEFAULT_MODEL_NAME, DISABLED_OPTIMIZERS
 
     real = ort.InferenceSession
     loaded: list[str] = []
@@ -70,7 +70,8 @@ def test_only_our_session_is_loaded_and_it_gives_the_eagerly_loaded_models_vecto
     # the way it was loaded before: fastembed's own session first, then ours in its place
     eager = TextEmbedding(DEFAULT_MODEL_NAME, specific_model_path=str(derived_dir))
     assert loaded[1:] == ["model.onnx"]
-    eager.model.model = real(str(derived_dir / QUANTIZED_FILE), providers=["CPUExecutionProvider"])
+    eager.model.model = real(str(derived_dir / QUANTIZED_FILE), providers=["CPUExecutionProvider"],
+                             disabled_optimizers=list(DISABLED_OPTIMIZERS))
     reference = np.asarray(list(eager.embed(SENTENCES)), dtype=np.float32)
     np.testing.assert_allclose(embedder.embed(SENTENCES), reference, atol=1e-6)
     for text in SENTENCES:  # and the request path, one text at a time
