@@ -81,6 +81,12 @@ PLUGIN_LATENCY_SECONDS = Histogram(
     ("stage",),
     buckets=LATENCY_BUCKETS,
 )
+EMBEDDING_SECONDS = Histogram(
+    "adaptive_embedding_seconds",
+    "Compute time of one request embedding, where it ran (process, in_process); no waiting included.",
+    ("where",),
+    buckets=(0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25),
+)
 LEDGER_ROWS = Counter(
     "adaptive_billing_ledger_rows_total",
     "Usage rows written to the ledger.",

@@ -26,8 +26,12 @@ Printed: p50/p95/p99 latency, throughput, the proxy process's CPU time per measu
 (all its threads, from /proc: on a noisy machine far steadier than a latency percentile), the
 ratios (b)/(a) and the differences (pooled, and turn by turn), the local embedding time (p50,
 measured from this process on the same kind of prompts the way each variant computes it, before
-each of its turns at c=1: a worker process for (b), in-process for (b-inproc)), the proxy's own
-adaptive_cache_lookup_seconds / adaptive_plugin_latency_seconds means, and the targets.
+each of its turns at c=1: a worker process for (b), in-process for (b-inproc)), the same
+embedding as it ran beside each of those proxies during their c=1 turns (the p50 of its compute
+time from the proxy's adaptive_embedding_seconds: slower than alone, since the other vCPU is
+busy and after a 50 ms pause its weights are no longer in the CPU's caches), the proxy's own
+adaptive_cache_lookup_seconds / adaptive_plugin_latency_seconds means, and the targets. The
+budget "one embedding + 1 ms" is checked against both embedding figures.
 `--write` replaces the `## Overhead` section of bench/RESULTS.md. `--profile` runs py-spy on
 the (b) proxy during its highest-concurrency level (latency 0) and writes a flame graph.
 """
@@ -145,6 +149,33 @@ def histogram_means(metrics_text: str) -> dict[str, float]:
             name = m[1] + (m[3] or "")
             (sums if m[2] == "sum" else counts)[name] = float(m[4])
     return {k: 1000 * sums[k] / counts[k] for k in sums if counts.get(k)}
+
+
+def embedding_buckets(metrics_text: str) -> dict[float, float]:
+    """`adaptive_embedding_seconds` on /metrics: cumulative count per bucket bound (ms), summed
+    over where the embeddings ran."""
+    out: dict[float, float] = {}
+    for labels, value in re.findall(r'^adaptive_embedding_seconds_bucket\{([^}]*)\} (\S+)$', metrics_text, re.M):
+        bound = dict(re.findall(r'(\w+)="([^"]*)"', labels))["le"]
+        le = float("inf") if bound == "+Inf" else 1000 * float(bound)
+        out[le] = out.get(le, 0.0) + float(value)
+    return out
+
+
+def bucket_p50(cumulative: dict[float, float]) -> float | None:
+    """The median of a histogram from its cumulative bucket counts, interpolated in its bucket."""
+    total = cumulative.get(float("inf"), 0.0)
+    if total <= 0:
+        return None
+    low, below = 0.0, 0.0
+    for le in sorted(cumulative):
+        if cumulative[le] >= total / 2:
+            if le == float("inf"):
+                return low
+            inside = cumulative[le] - below
+            return low + (le - low) * ((total / 2 - below) / inside if inside else 1.0)
+        low, below = le, cumulative[le]
+    return None
 
 
 class EmbedTimer:
@@ -283,9 +314,16 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                             and conc == max(args.levels)):
                         profiler = Profiler(target.pid, Path(args.profile), max(5.0, per_round / 60))
                     tag = f"{variant}{latency:g}-{conc}-{rnd}-{secrets.token_hex(2)}"
+                    watch = variant in timers and conc == 1  # the embeddings as they ran in this proxy
+                    metrics_url = target.url.removesuffix("/v1/chat/completions") + "/metrics/"
+                    before = embedding_buckets(httpx.get(metrics_url, timeout=30).text) if watch else {}
                     results, wall, la, cpu = measure(target.url, target.make_for(tag), n=per_round,
                                                      concurrency=conc, warmup=args.warmup if rnd == 0 else 0,
                                                      deadline_s=args.deadline, pid=target.pid, start=rnd * per_round)
+                    if watch:  # this turn's embeddings (and the warm-up's, in the first turn)
+                        seen = notes.setdefault("in_proxy", {}).setdefault((latency, variant), {})
+                        for le, n in embedding_buckets(httpx.get(metrics_url, timeout=30).text).items():
+                            seen[le] = seen.get(le, 0.0) + n - before.get(le, 0.0)
                     if profiler is not None:
                         profiler.wait()
                     done, total_wall, load, total_cpu = acc[variant]
@@ -349,7 +387,8 @@ def turn_diffs(a: Row, b: Row) -> str:
     return f"{statistics.median(diffs):+.2f} [{diffs[0]:+.2f}, {diffs[-1]:+.2f}]"
 
 
-def verdicts(rows: list[Row], args: argparse.Namespace, embs: dict[str, float]) -> list[tuple[str, str, bool | None]]:
+def verdicts(rows: list[Row], args: argparse.Namespace, embs: dict[str, float],
+             in_proxy: dict[tuple[float, str], float]) -> list[tuple[str, str, bool | None]]:
     out: list[tuple[str, str, bool | None]] = []
     lat0 = min(args.latencies)
     a1, b1, bp1 = find(rows, lat0, "a", 1), find(rows, lat0, "b", 1), find(rows, lat0, "b'", 1)
@@ -366,8 +405,13 @@ def verdicts(rows: list[Row], args: argparse.Namespace, embs: dict[str, float]) 
             a, b = find(rows, lat, "a", 1), find(rows, lat, variant, 1)
             if a and b:
                 d50 = b.stats.p50_ms - a.stats.p50_ms
-                out.append((f"({variant}) adds <= one embedding + 1 ms at p50 (c=1, {lat:g} ms provider)",
-                            f"{d50:+.2f} ms vs {emb + 1:.2f} ms", d50 <= emb + 1))
+                ran = in_proxy.get((lat, variant))
+                if ran is not None:
+                    out.append((f"({variant}) adds <= one embedding + 1 ms at p50 (c=1, {lat:g} ms provider; "
+                                "the embedding as it ran beside the proxy)", f"{d50:+.2f} ms vs {ran + 1:.2f} ms",
+                                d50 <= ran + 1))
+                out.append((f"({variant}) adds <= one embedding + 1 ms at p50 (c=1, {lat:g} ms provider; "
+                            "the embedding timed alone)", f"{d50:+.2f} ms vs {emb + 1:.2f} ms", d50 <= emb + 1))
     for lat in args.latencies:
         a16, bp16 = find(rows, lat, "a", 16), find(rows, lat, "b'", 16)
         if a16 and bp16:
@@ -426,11 +470,14 @@ def main(argv: list[str] | None = None) -> int:
             timer.times = timer.run(200, keep=False)
     embs = {v: t.p50() for v, t in timers.items()}
 
+    in_proxy = {key: p50 for key, seen in notes.get("in_proxy", {}).items() if (p50 := bucket_p50(seen)) is not None}
     table = tables(rows, args)
-    checks = verdicts(rows, args, embs)
+    checks = verdicts(rows, args, embs, in_proxy)
     check_lines = ["| target | measured | verdict |", "|---|---|---|"] + [
         f"| {name} | {value} | {'PASS' if ok else 'FAIL' if ok is not None else '-'} |" for name, value, ok in checks]
-    metrics_lines = []
+    metrics_lines = [f"- one embedding as it ran beside the ({variant}) proxy at c=1, {lat:g} ms provider (its "
+                     f"compute time, `adaptive_embedding_seconds`, p50 interpolated in 1-2 ms buckets): {p50:.2f} ms"
+                     for (lat, variant), p50 in sorted(in_proxy.items())]
     for lat, means in notes.get("metrics", {}).items():
         shown = ", ".join(f"{k.replace('adaptive_', '')} {v:.2f} ms" for k, v in sorted(means.items()))
         metrics_lines.append(f"- (b) proxy at {lat:g} ms provider latency, histogram means over the whole run: {shown}")

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -206,10 +207,11 @@ class Embedder:
         done: asyncio.Future[np.ndarray] = loop.create_future()
         try:
             feed = self._feed(text)
+            started = time.perf_counter()
 
             def finished(outputs: Any, _user_data: Any, error: str) -> None:  # on onnxruntime's thread
                 try:
-                    loop.call_soon_threadsafe(self._settle, done, outputs, error, feed)
+                    loop.call_soon_threadsafe(self._settle, done, outputs, error, feed, time.perf_counter() - started)
                 except RuntimeError:  # the loop closed during the run: nobody awaits it any more
                     pass
 
@@ -242,12 +244,16 @@ class Embedder:
         """`embed_one` for coroutines: see `embed_one_soon`."""
         return await self.embed_one_soon(text)
 
-    def _settle(self, done: asyncio.Future[np.ndarray], outputs: Any, error: str, feed: dict[str, np.ndarray]) -> None:
+    def _settle(self, done: asyncio.Future[np.ndarray], outputs: Any, error: str, feed: dict[str, np.ndarray],
+                seconds: float) -> None:
         if done.done():  # cancelled: whoever wanted it has gone
             return
         if error:
             done.set_exception(EmbeddingModelError(f"embedding failed: {error}"))
             return
+        from adaptive_plugin import metrics  # not at the top: the embedding worker process records nothing
+
+        metrics.EMBEDDING_SECONDS.labels(where="in_process").observe(seconds)
         try:
             done.set_result(self._vector(outputs, feed))
         except Exception as exc:  # noqa: BLE001 - delivered to the awaiting request

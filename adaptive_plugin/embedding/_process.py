@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 _HEADER = struct.Struct(">I")
 _NUMBER = struct.Struct(">Q")
+_SECONDS = struct.Struct("<d")  # an answer's compute time, before its vector
 
 
 def _frame(body: bytes) -> bytes:
@@ -61,8 +62,9 @@ def _serve(model_dir: Path, threads: int) -> int:
     while (body := _read_frame(stdin)) is not None:
         number = body[: _NUMBER.size]
         try:
+            started = time.perf_counter()
             vector = embedder.embed_one(body[_NUMBER.size :].decode("utf-8"))
-            answer = number + b"\x00" + vector.astype("<f4").tobytes()
+            answer = number + b"\x00" + _SECONDS.pack(time.perf_counter() - started) + vector.astype("<f4").tobytes()
         except Exception as exc:  # noqa: BLE001 - reported to the waiting request
             answer = number + b"\x01" + f"{type(exc).__name__}: {exc}".encode()
         stdout.write(_frame(answer))
@@ -259,7 +261,11 @@ class EmbeddingProcess:
         if future is None or future.done():
             return
         if body[_NUMBER.size] == 0:
-            future.set_result(np.frombuffer(body[_NUMBER.size + 1 :], dtype="<f4").copy())
+            from adaptive_plugin import metrics  # not at the top: the worker runs this module and records nothing
+
+            (seconds,) = _SECONDS.unpack_from(body, _NUMBER.size + 1)
+            metrics.EMBEDDING_SECONDS.labels(where="process").observe(seconds)
+            future.set_result(np.frombuffer(body[_NUMBER.size + 1 + _SECONDS.size :], dtype="<f4").copy())
         else:
             future.set_exception(EmbeddingModelError(f"embedding failed: {body[_NUMBER.size + 1 :].decode()}"))
 

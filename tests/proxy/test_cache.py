@@ -190,6 +190,11 @@ def test_semantic_hits_with_either_embedding_path_and_the_worker_ends_with_the_p
         assert proxy.proc is not None
         workers = _children(proxy.proc.pid, "adaptive_plugin.embedding._process")
         assert len(workers) == (1 if process else 0)
+        # the compute time of each embedding, by where it ran (the first may run in-process while the worker loads)
+        computed = {where: float(n) for where, n in re.findall(
+            r'^adaptive_embedding_seconds_count\{where="(\w+)"\} (\S+)$', gw.metrics(), re.M)}
+        assert sum(computed.values()) == 2, computed
+        assert computed.get("process", 0) >= 1 if process else "process" not in computed
         gw.close_clients()
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline and any(os.path.exists(f"/proc/{pid}") for pid in workers):

@@ -143,7 +143,15 @@ def test_request_path_embeddings_equal_fastembeds(derived_dir: Path, threads: in
     async def embed_all() -> list[np.ndarray]:
         return list(await asyncio.gather(*(embedder.embed_one_async(t) for t in REQUEST_TEXTS)))
 
+    from prometheus_client import REGISTRY
+
+    def computed() -> float:
+        return REGISTRY.get_sample_value("adaptive_embedding_seconds_count", {"where": "in_process"}) or 0.0
+
+    before = computed()
     concurrent = asyncio.run(embed_all())
+    if embedder.runs_async:  # onnxruntime's pool reports each run's compute time
+        assert computed() - before == len(REQUEST_TEXTS)
     for text, vector in zip(REQUEST_TEXTS, concurrent, strict=True):
         reference = embedder.embed([text])[0]
         assert vector.dtype == np.float32 and vector.shape == (embedder.dimensions,)

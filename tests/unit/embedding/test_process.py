@@ -75,17 +75,32 @@ def test_no_request_waits_for_the_worker_to_load_its_model() -> None:
         emb.close_process()
 
 
-def test_the_worker_gives_the_proxy_process_vectors(embedder: Embedder) -> None:
+def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(embedder: Embedder) -> None:
+    from prometheus_client import REGISTRY
+
+    def computed() -> tuple[float, float]:
+        labels = {"where": "process"}
+        return (REGISTRY.get_sample_value("adaptive_embedding_seconds_count", labels) or 0.0,
+                REGISTRY.get_sample_value("adaptive_embedding_seconds_sum", labels) or 0.0)
+
     async def embed_all() -> list[np.ndarray]:
         futures = [embedder.embed_one_soon(t) for t in TEXTS * 5]  # 30 in flight at once
         assert embedder.process is not None and all(f is not None for f in futures)
         return list(await asyncio.gather(*futures))
 
+    count, total = computed()
+    started = time.perf_counter()
     vectors = asyncio.run(embed_all())
+    elapsed = time.perf_counter() - started
     assert embedder.process is not None and embedder.process.ready
     for text, vector in zip(TEXTS * 5, vectors, strict=True):
         assert vector.dtype == np.float32 and vector.shape == (embedder.dimensions,)
         np.testing.assert_allclose(vector, embedder.embed_one(text), atol=1e-5)
+    # each answer's compute time, measured by the worker: no queueing in it, so their sum is
+    # below the wall time of the 30 answered one after another
+    count_after, total_after = computed()
+    assert count_after - count == len(vectors)
+    assert 0 < total_after - total < elapsed
 
 
 def test_a_worker_that_dies_fails_its_requests_and_is_replaced(
