@@ -422,6 +422,10 @@ def verdicts(rows: list[Row], args: argparse.Namespace, embs: dict[str, float],
         if a and c:
             out.append((f"cache hit faster than bare's fastest provider call (c={conc}, p50)",
                         f"{c.stats.p50_ms:.2f} vs {a.stats.p50_ms:.2f} ms", c.stats.p50_ms < a.stats.p50_ms))
+            if conc > 1:  # a saturated proxy: its p50 also depends on how evenly it serves the queue
+                out.append((f"cache hit faster than bare's fastest provider call (c={conc}, mean; p95)",
+                            f"{c.stats.mean_ms:.2f} vs {a.stats.mean_ms:.2f} ms; {c.stats.p95_ms:.1f} vs "
+                            f"{a.stats.p95_ms:.1f} ms", c.stats.mean_ms < a.stats.mean_ms))
     return out
 
 
