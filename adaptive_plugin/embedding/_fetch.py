@@ -10,7 +10,7 @@ every matrix product runs in float32. `fetch_model` derives `model_dynamic_int8.
 the same weights re-quantized per output channel for onnxruntime's integer kernels, with
 activations quantized on the fly, and each layer's attention and GELU rewritten into
 onnxruntime's fused operators (`_fuse`). A 28-token prompt embeds in 3.7 ms instead of 8.2 ms on
-one core with the quantization alone, about 30% less again with the fusion and `_embedder`'s
+one core with the quantization alone, and about 20-25% less again with the fusion and `_embedder`'s
 session options; the vectors keep a cosine of 0.99 or more with the source model's (checked on
 probe sentences before the file is kept). Its SHA-256 and the recipe that derived it are
 recorded next to it; the digest is checked at load, and a file of an older recipe is derived
