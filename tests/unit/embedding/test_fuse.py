@@ -11,10 +11,10 @@ import numpy as np
 import onnx
 import pytest
 
-from adaptive_plugin.embedding import Embedder, default_model_dir, fetch_model
-from adaptive_plugin.embedding import _fetch
-from adaptive_plugin.embedding._fetch import MODEL_FILES, QUANTIZED_DIGEST_FILE, QUANTIZED_FILE, RECIPE, derive_quantized
+from adaptive_plugin.embedding import Embedder, _fetch, fetch_model
+from adaptive_plugin.embedding._fetch import QUANTIZED_DIGEST_FILE, QUANTIZED_FILE, RECIPE, derive_quantized
 from adaptive_plugin.embedding._fuse import NoMatch, fuse
+from tests.unit.embedding.conftest import copy_source
 
 TEXTS = [
     "How do I reset my password?",
@@ -25,48 +25,34 @@ TEXTS = [
 ]
 
 
-def _source_copy(target: Path) -> Path:
-    target.mkdir(parents=True)
-    for _req, _member, name, _digest in MODEL_FILES:
-        shutil.copyfile(default_model_dir() / name, target / name)
-    return target
-
-
 def _ops(directory: Path) -> Counter[str]:
     return Counter(node.op_type for node in onnx.load(str(directory / QUANTIZED_FILE)).graph.node)
 
 
 @pytest.fixture(scope="module")
-def fused_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = _source_copy(tmp_path_factory.mktemp("fused") / "m")
-    derive_quantized(directory)
-    return directory
-
-
-@pytest.fixture(scope="module")
 def unfused_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The integer model as recipe 1 derived it: quantized, nothing fused."""
-    directory = _source_copy(tmp_path_factory.mktemp("unfused") / "m")
+    directory = copy_source(tmp_path_factory.mktemp("unfused") / "m")
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_fetch, "_fused", lambda _directory, unfused: unfused)
         derive_quantized(directory)
     return directory
 
 
-def test_each_layer_has_one_attention_and_one_gelu_node(fused_dir: Path, unfused_dir: Path) -> None:
-    fused, unfused = _ops(fused_dir), _ops(unfused_dir)
+def test_each_layer_has_one_attention_and_one_gelu_node(derived_dir: Path, unfused_dir: Path) -> None:
+    fused, unfused = _ops(derived_dir), _ops(unfused_dir)
     layers = unfused["Softmax"]
     assert layers == 6 and unfused["Erf"] == layers
     assert fused["MultiHeadAttention"] == layers and fused["Gelu"] == layers
     assert not {"Softmax", "Erf", "Transpose", "Where", "IsNaN"} & set(fused)
     assert sum(fused.values()) < 0.6 * sum(unfused.values())
-    assert (fused_dir / QUANTIZED_DIGEST_FILE).read_text().split()[1] == f"recipe-{RECIPE}"
+    assert (derived_dir / QUANTIZED_DIGEST_FILE).read_text().split()[1] == f"recipe-{RECIPE}"
 
 
-def test_the_fused_model_gives_the_unfused_models_vectors(fused_dir: Path, unfused_dir: Path) -> None:
+def test_the_fused_model_gives_the_unfused_models_vectors(derived_dir: Path, unfused_dir: Path) -> None:
     """One text at a time (the request path) and in padded batches (routing, bulk loads): the
     fused attention's key padding mask must ignore the padding exactly like the export's mask."""
-    fused, unfused = Embedder.from_directory(fused_dir), Embedder.from_directory(unfused_dir)
+    fused, unfused = Embedder.from_directory(derived_dir), Embedder.from_directory(unfused_dir)
     for text in TEXTS:
         assert float(fused.embed_one(text) @ unfused.embed_one(text)) > 0.9999
     batch = (fused.embed(TEXTS) * unfused.embed(TEXTS)).sum(axis=1)
@@ -89,7 +75,7 @@ def test_a_graph_of_another_shape_is_not_fused_and_says_where(unfused_dir: Path)
 def test_when_fusing_fails_the_unfused_model_is_kept_with_a_warning(
     tmp_path: Path, unfused_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    directory = _source_copy(tmp_path / "m")
+    directory = copy_source(tmp_path / "m")
 
     def no_match(_model: object) -> None:
         raise NoMatch("7 softmax and 6 erf nodes")
@@ -104,7 +90,7 @@ def test_when_fusing_fails_the_unfused_model_is_kept_with_a_warning(
 def test_a_fused_model_that_disagrees_is_not_kept(
     tmp_path: Path, unfused_dir: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    directory = _source_copy(tmp_path / "m")
+    directory = copy_source(tmp_path / "m")
     monkeypatch.setattr(_fetch, "MIN_FUSED_COSINE", 1.01)  # no fused model can pass
     with caplog.at_level(logging.WARNING, logger="adaptive_plugin.embedding._fetch"):
         derive_quantized(directory)
@@ -113,7 +99,7 @@ def test_a_fused_model_that_disagrees_is_not_kept(
 
 
 def test_a_model_of_the_older_recipe_warns_and_fetch_model_derives_it_again(
-    tmp_path: Path, unfused_dir: Path, fused_dir: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, unfused_dir: Path, derived_dir: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """An upgrade keeps working on the old file (its digest still checks) and says how to get
     the faster one; `fetch-model` then derives it without downloading anything."""
@@ -126,7 +112,7 @@ def test_a_model_of_the_older_recipe_warns_and_fetch_model_derives_it_again(
     assert "derived by an older version of the plugin" in caplog.text
     assert "Run `adaptive-plugin fetch-model`" in caplog.text
     fetch_model(directory)
-    assert (directory / QUANTIZED_FILE).read_bytes() == (fused_dir / QUANTIZED_FILE).read_bytes()
+    assert (directory / QUANTIZED_FILE).read_bytes() == (derived_dir / QUANTIZED_FILE).read_bytes()
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="adaptive_plugin.embedding._embedder"):
         new = Embedder.from_directory(directory)

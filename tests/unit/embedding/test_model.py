@@ -10,29 +10,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from adaptive_plugin.embedding import Embedder, default_model_dir, fetch_model
-from adaptive_plugin.embedding._fetch import MODEL_FILES, QUANTIZED_DIGEST_FILE, QUANTIZED_FILE, derive_quantized
+from adaptive_plugin.embedding import Embedder, fetch_model
+from adaptive_plugin.embedding._fetch import QUANTIZED_DIGEST_FILE, QUANTIZED_FILE
 from adaptive_plugin.errors import EmbeddingModelError
+from tests.unit.embedding.conftest import copy_source
 
 SENTENCES = [
     "How do I reset my password?",
     "Explain the difference between TCP and UDP in two sentences.",
     "Is it unsafe to eat raw chicken?",
 ]
-
-
-def _copy_source(target: Path) -> Path:
-    target.mkdir(parents=True)
-    for _req, _member, name, _digest in MODEL_FILES:
-        shutil.copyfile(default_model_dir() / name, target / name)
-    return target
-
-
-@pytest.fixture(scope="module")
-def derived_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    directory = _copy_source(tmp_path_factory.mktemp("model") / "m")
-    derive_quantized(directory)
-    return directory
 
 
 def test_derived_model_is_used_and_stays_close_to_the_source(derived_dir: Path) -> None:
@@ -98,7 +85,7 @@ def test_altered_derived_model_is_a_named_error(derived_dir: Path, tmp_path: Pat
 def test_without_the_derived_model_the_source_model_is_used_with_a_warning(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    directory = _copy_source(tmp_path / "plain")
+    directory = copy_source(tmp_path / "plain")
     with caplog.at_level(logging.WARNING, logger="adaptive_plugin.embedding._embedder"):
         embedder = Embedder.from_directory(directory)
     assert "model.onnx" in embedder.identity
