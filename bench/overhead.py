@@ -1,7 +1,7 @@
 """What the plugin costs per request: bare LiteLLM vs. LiteLLM with the plugin, same fake provider.
 
     python bench/overhead.py [--requests 300] [--levels 1,16,64] [--latencies 0,50] [--quick] [--write]
-                             [--profile FILE.svg]
+                             [--profile FILE.svg [--profile-variant c]]
 
 For each fake-provider latency (a fixed sleep per successful call, provider in its own process)
 it starts these `litellm --config` proxies side by side, one worker each:
@@ -33,7 +33,8 @@ busy and after a 50 ms pause its weights are no longer in the CPU's caches), the
 adaptive_cache_lookup_seconds / adaptive_plugin_latency_seconds means, and the targets. The
 budget "one embedding + 1 ms" is checked against both embedding figures.
 `--write` replaces the `## Overhead` section of bench/RESULTS.md. `--profile` runs py-spy on
-the (b) proxy during its highest-concurrency level (latency 0) and writes a flame graph.
+the (b) proxy (`--profile-variant c`: while it serves the cache hits) during its first turn at
+the highest concurrency level (latency 0) and writes a flame graph.
 """
 
 from __future__ import annotations
@@ -310,7 +311,7 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                     if variant in timers and conc == 1:
                         timers[variant].sample()  # the embedding budget, timed beside the variant's own turns
                     profiler = None
-                    if (args.profile and variant == "b" and rnd == 0 and latency == args.latencies[0]
+                    if (args.profile and variant == args.profile_variant and rnd == 0 and latency == args.latencies[0]
                             and conc == max(args.levels)):
                         profiler = Profiler(target.pid, Path(args.profile), max(5.0, per_round / 60))
                     tag = f"{variant}{latency:g}-{conc}-{rnd}-{secrets.token_hex(2)}"
@@ -442,7 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--deadline", type=float, default=120.0, help="wall-clock bound per level, seconds")
     ap.add_argument("--quick", action="store_true", help="100 requests, warm-up 10, levels 1,16, latency 0")
     ap.add_argument("--write", action="store_true", help="write the Overhead section of bench/RESULTS.md")
-    ap.add_argument("--profile", default=None, help="py-spy flame graph (.svg) or raw stacks (.txt) of (b)")
+    ap.add_argument("--profile", default=None,
+                    help="py-spy flame graph (.svg) or raw stacks (.txt) of one variant's proxy, its first turn at the top level")
+    ap.add_argument("--profile-variant", default="b", help="the variant --profile samples (b, b', b-inproc or c)")
     args = ap.parse_args(argv)
     if args.quick:
         args.requests, args.warmup, args.levels, args.latencies = 100, 10, "1,16", "0"

@@ -11,6 +11,7 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported
 
+import importlib
 import inspect
 from importlib.metadata import version
 
@@ -156,3 +157,17 @@ def test_installing_the_cache_backend_leaves_no_sync_success_handler_per_request
     assert not _runs_sync_success_handler(litellm)
     assert "cache" not in litellm.input_callback + litellm.success_callback + litellm._async_success_callback
     assert litellm.cache.cache is backend
+
+
+def test_litellms_per_request_telemetry_imports_succeed() -> None:
+    """LiteLLM's auth imports these on every request (`_seed_request_destinations`, best effort):
+    a failing import is not cached, so each request would search and load the modules again
+    (about 0.5 ms of CPU). The plugin depends on opentelemetry-sdk so that they import once."""
+    from litellm.proxy.auth import user_api_key_auth
+
+    source = inspect.getsource(user_api_key_auth._seed_request_destinations)
+    modules = ("litellm.integrations.otel.logger", "litellm.integrations.otel.plumbing.context",
+               "litellm.integrations.otel.plumbing.providers", "litellm.proxy.litellm_pre_call_utils")
+    for name in modules:
+        assert f"from {name} import" in source  # LiteLLM still imports it there
+        importlib.import_module(name)
