@@ -91,4 +91,9 @@ LEDGER_ROWS = Counter(
     "adaptive_billing_ledger_rows_total",
     "Usage rows written to the ledger.",
 )
+LEDGER_COMMIT_LAG_SECONDS = Histogram(
+    "adaptive_billing_ledger_commit_lag_seconds",
+    "Per ledger batch, from its first row being queued to its commit (what a crash could lose).",
+    buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0),
+)
 

@@ -44,6 +44,10 @@ def make_engine(url: str) -> Engine:
             except OSError as exc:
                 raise StorageError(f"cannot create the directory of the SQLite database {redact_url(url)}: {exc}") from exc
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
+        # an executemany becomes one multi-row INSERT (as SQLAlchemy does for PostgreSQL): one call
+        # into SQLite per batch instead of one per row, each of which waits for the GIL when a
+        # background writer shares the CPU with a busy event loop
+        engine.dialect.use_insertmanyvalues_wo_returning = True
 
         @sa.event.listens_for(engine, "connect")
         def _sqlite_pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]

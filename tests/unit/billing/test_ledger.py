@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from prometheus_client import REGISTRY
 from sqlalchemy.engine import Engine
 
 from adaptive_plugin.billing import GROUP_FIELDS, FeeRates, Ledger, Usage, compute_fee, micros_to_usd
@@ -72,8 +74,8 @@ def test_flush_writes_and_keeps_running(engine: Engine) -> None:
     assert count(ledger) == 2
 
 
-def test_rows_are_idempotent_by_request_id(engine: Engine) -> None:
-    ledger = Ledger(engine)
+def test_rows_are_idempotent_by_request_id(any_engine: Engine) -> None:
+    ledger = Ledger(any_engine)
     ledger.record(row("same", overhead_fee_micros=100))
     ledger.record(row("same", overhead_fee_micros=100))
     ledger.close()
@@ -81,6 +83,63 @@ def test_rows_are_idempotent_by_request_id(engine: Engine) -> None:
     rows = ledger.requests()
     assert len(rows) == 1
     assert ledger.totals()[0]["overhead_fee_micros"] == 100
+
+
+def test_a_batch_is_one_insert_statement(engine: Engine) -> None:
+    """The writer thread calls into SQLite once per batch, not once per row: beside a busy event
+    loop it waits for the GIL after each call (20 rows took 0.1-0.4 s that way on the 2-core
+    machine, which broke the crash bound)."""
+    inserts: list[tuple[str, Any]] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, executemany: bool) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
+            inserts.append((statement, parameters))
+
+    sa.event.listen(engine, "before_cursor_execute", seen)
+    ledger = Ledger(engine)
+    ledger.write_now([row(f"r{i}").model_dump() for i in range(40)])
+    ledger.write_now([row("r0").model_dump()])  # a retried row: skipped, not an error
+    columns = len(UsageRow.__table__.columns) - 1  # type: ignore[attr-defined]  # all but the id
+    assert [len(params) for _, params in inserts] == [40 * columns, columns]
+    assert count(ledger) == 40
+
+
+def test_slow_writes_make_the_next_batch_start_sooner(engine: Engine) -> None:
+    """A batch gathers rows for half the flush interval, less after slow writes, so that its rows
+    still commit within the interval; the commit lag is exported for operators."""
+    ledger = Ledger(engine, flush_seconds=0.1)
+    assert ledger.gather_seconds() == pytest.approx(0.05)
+    real = ledger.write_now
+    lag = "adaptive_billing_ledger_commit_lag_seconds"
+    before = (REGISTRY.get_sample_value(f"{lag}_count") or 0.0, REGISTRY.get_sample_value(f"{lag}_sum") or 0.0)
+
+    def slow(rows: Any) -> None:
+        time.sleep(0.04)
+        real(rows)
+
+    def one_batch(rid: str) -> None:
+        written = ledger.written
+        ledger.record(row(rid))
+        deadline = time.monotonic() + 5
+        while ledger.written == written and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert ledger.written == written + 1
+
+    ledger.write_now = slow  # type: ignore[method-assign]
+    ledger.start()
+    try:
+        one_batch("slow")
+        assert ledger.gather_seconds() <= 0.1 - 2 * 0.04 + 1e-9  # the write took 0.04 s or more
+        after = (REGISTRY.get_sample_value(f"{lag}_count"), REGISTRY.get_sample_value(f"{lag}_sum"))
+        assert after[0] == before[0] + 1
+        assert after[1] - before[1] >= 0.04 + 0.05 - 0.01  # gathered, then the write (timer granularity)
+        ledger.write_now = real  # type: ignore[method-assign]
+        for i in range(8):  # the slow write leaves the window of the last 8
+            one_batch(f"fast{i}")
+        assert ledger.gather_seconds() > 0.1 - 2 * 0.04
+    finally:
+        ledger.close()
+    assert count(ledger) == 9
 
 
 def test_failed_batch_is_retried_not_lost(tmp_path: Path) -> None:
