@@ -131,9 +131,9 @@ class Ledger:
     def write_now(self, rows: Iterable[dict[str, Any]]) -> None:
         """Insert rows at once, skipping any whose `request_id` is already there (a retried batch).
 
-        One statement for the batch (on SQLite through the engine's multi-row VALUES, see
-        `make_engine`): the writer thread calls into the database, and waits for the GIL after
-        each call, a few times per batch instead of once per row.
+        On SQLite the batch is one multi-row INSERT (see `make_engine`): the writer thread calls
+        into the database, and waits for the GIL after each call, a few times per batch instead
+        of once per row. On PostgreSQL psycopg pipelines the rows of its executemany.
         """
         rows = [{k: v for k, v in r.items() if k != "id"} for r in rows]
         if not rows:
