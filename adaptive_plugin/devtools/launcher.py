@@ -37,6 +37,9 @@ def litellm_executable() -> str:
     return str(exe) if exe.exists() else (shutil.which("litellm") or "litellm")
 
 
+WORKER_HEALTHCHECK_SECONDS = 60  # as the Helm chart's proxy.workerHealthcheckTimeoutSeconds
+
+
 class ProxyProcess:
     """A `litellm --config CONFIG --port PORT` child process with captured output.
 
@@ -62,7 +65,9 @@ class ProxyProcess:
     def start(self, *, timeout: float = 120.0) -> ProxyProcess:
         cmd = [litellm_executable(), "--config", str(self.config), "--host", "127.0.0.1", "--port", str(self.port)]
         if self.workers > 1:
-            cmd += ["--num_workers", str(self.workers)]
+            # uvicorn kills a worker that leaves its health check unanswered for 5 s: on a busy CPU
+            # a worker that is still starting misses it, and is killed and restarted in a loop
+            cmd += ["--num_workers", str(self.workers), "--timeout_worker_healthcheck", str(WORKER_HEALTHCHECK_SECONDS)]
         cmd += list(self.extra_args)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = self.log_path.open("ab")

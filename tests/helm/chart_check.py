@@ -270,6 +270,9 @@ def check_common(docs: list[dict]) -> None:
     args = proxy["args"]
     _require(args[:2] == ["--config", "/etc/adaptive/proxy.yaml"] and "--port" in args and "--num_workers" in args,
              f"unexpected proxy args {args}")
+    # uvicorn's 5 s default kills workers that are still starting on a busy CPU
+    _require("--timeout_worker_healthcheck" in args and int(args[args.index("--timeout_worker_healthcheck") + 1]) >= 30,
+             f"the proxy must give its workers at least 30 s to answer uvicorn's health check: {args}")
     _require(proxy["livenessProbe"]["httpGet"]["path"] == "/health/liveliness", "liveness probe path")
     _require(proxy["readinessProbe"]["httpGet"]["path"] == "/health/readiness", "readiness probe path")
     env = {e["name"]: e for e in proxy["env"]}
