@@ -78,6 +78,7 @@ class AdaptiveHooks(CustomLogger):
         self.cache_backend = AdaptiveCacheBackend(self)
         litellm.cache = litellm.Cache(type="local", _backend=self.cache_backend)
         drop_idle_cache_callbacks()
+        preload_request_imports()
         admin_api.mount(self)
         try:
             loop = asyncio.get_running_loop()
@@ -374,6 +375,18 @@ def drop_idle_cache_callbacks() -> None:
     for callbacks in (litellm.input_callback, litellm.success_callback, litellm._async_success_callback):
         while _IDLE_CACHE_CALLBACK in callbacks:
             callbacks.remove(_IDLE_CACHE_CALLBACK)
+
+
+def preload_request_imports() -> None:
+    """Import at start-up what LiteLLM's auth imports on every request (its OpenTelemetry logger,
+    best effort): the first request would otherwise pay for it (about 50 ms on the benchmark
+    machine). Without opentelemetry-sdk the import fails, and a failed import is retried by
+    every request (about 0.5 ms each): that is worth a warning."""
+    try:
+        import litellm.integrations.otel.logger  # noqa: F401
+    except ImportError as exc:
+        log.warning("adaptive: LiteLLM cannot import its OpenTelemetry logger (%s) and will retry the import on "
+                    "every request (about 0.5 ms each); install opentelemetry-sdk, a dependency of the plugin", exc)
 
 
 def freeze_startup_heap() -> None:

@@ -13,6 +13,8 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm 
 
 import importlib
 import inspect
+import logging
+import sys
 from importlib.metadata import version
 
 import pytest
@@ -171,3 +173,18 @@ def test_litellms_per_request_telemetry_imports_succeed() -> None:
     for name in modules:
         assert f"from {name} import" in source  # LiteLLM still imports it there
         importlib.import_module(name)
+
+
+def test_the_plugin_imports_them_at_start_up_and_warns_without_the_sdk(monkeypatch, caplog) -> None:
+    """The first request does not pay for the import; an install without the SDK is told why
+    every request pays for it."""
+    from adaptive_plugin.adapters.hooks import preload_request_imports
+
+    monkeypatch.delitem(sys.modules, "litellm.integrations.otel.logger", raising=False)  # restored afterwards
+    preload_request_imports()
+    assert "litellm.integrations.otel.logger" in sys.modules
+    monkeypatch.delitem(sys.modules, "litellm.integrations.otel.logger")
+    monkeypatch.setitem(sys.modules, "opentelemetry.sdk._logs", None)  # imports fail as without the SDK
+    with caplog.at_level(logging.WARNING, logger="adaptive_plugin"):
+        preload_request_imports()
+    assert "install opentelemetry-sdk" in caplog.text
