@@ -108,7 +108,7 @@ def load_embedder(settings: Settings) -> Embedder:
     model_dir = settings.embedding_model_dir or default_model_dir()
     embedder = Embedder.from_directory(model_dir, threads=settings.embedding_threads)
     if settings.embedding_process:
-        embedder.use_process(model_dir)
+        embedder.use_process(model_dir, max_batch=settings.embedding_batch_texts)
     return embedder
 
 
