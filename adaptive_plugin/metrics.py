@@ -83,8 +83,8 @@ PLUGIN_LATENCY_SECONDS = Histogram(
 )
 EMBEDDING_SECONDS = Histogram(
     "adaptive_embedding_seconds",
-    "Compute time of one request embedding (of the worker's batch it was in), where it ran (process, in_process); "
-    "no waiting included.",
+    "Compute time of one request embedding (in the worker: its share of its batch's run), where it ran "
+    "(process, in_process); no waiting included.",
     ("where",),
     buckets=(0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25),
 )

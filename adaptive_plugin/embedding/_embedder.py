@@ -318,19 +318,22 @@ class Embedder:
         return _unit_rows(rows)
 
 
-# a run of texts padded to its longest may compute at most this many times the tokens it holds
+# a run of texts padded to its longest computes at most this many times the tokens it holds, or
+# at most MAX_PADDED_TOKENS padding tokens (a run has a fixed cost too: short texts share one)
 MAX_PADDING = 1.5
+MAX_PADDED_TOKENS = 64
 
 
 def _runs(lengths: np.ndarray) -> list[np.ndarray]:
     """Split texts (their token counts) into runs, shortest first, so that padding each run to
-    its longest text at most `MAX_PADDING` times the tokens it holds."""
+    its longest text costs little (`MAX_PADDING`, `MAX_PADDED_TOKENS`)."""
     order = np.argsort(lengths, kind="stable")
     runs: list[np.ndarray] = []
     start, total = 0, 0
     for end, index in enumerate(order):
         length = int(lengths[index])
-        if end > start and (end - start + 1) * length > MAX_PADDING * (total + length):
+        padded, held = (end - start + 1) * length, total + length
+        if end > start and padded > MAX_PADDING * held and padded - held > MAX_PADDED_TOKENS:
             runs.append(order[start:end])
             start, total = end, 0
         total += length

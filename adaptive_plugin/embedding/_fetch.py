@@ -64,6 +64,7 @@ class ModelSpec:
     source: str
     output: str
     directory_name: str
+    layers: int
     fastembed_name: str = "sentence-transformers/all-MiniLM-L6-v2"
     dimensions: int = 384
 
@@ -81,6 +82,7 @@ MODELS: dict[str, ModelSpec] = {
             source="paraphrase-MiniLM-L3-v2.onnx",
             output="onnx::Shape_422",
             directory_name="paraphrase-MiniLM-L3-v2-int8",
+            layers=3,
         ),
         ModelSpec(
             name="all-MiniLM-L6-v2",
@@ -90,6 +92,7 @@ MODELS: dict[str, ModelSpec] = {
             source="model.onnx",
             output="last_hidden_state",
             directory_name="all-MiniLM-L6-v2-int8",
+            layers=6,
         ),
     )
 }

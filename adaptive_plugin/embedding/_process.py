@@ -13,9 +13,9 @@ text waits at most for the run in progress. With the row-wise quantized model (`
 text's vector does not depend on the texts it was batched with.
 
 Frames: a 4-byte big-endian length, then the body. Request body: an 8-byte request number and
-the UTF-8 text. Answer body: the request number, a status byte (0: the run's compute time as a
-float64, the number of texts in the run as a uint16, then the float32 vector; 1: an error
-message follows). Number 0 answers first, once the model is loaded.
+the UTF-8 text. Answer body: the request number, a status byte (0: its share of the run's
+compute time as a float64 (the run's time over its texts), the number of texts in the run as a
+uint16, then the float32 vector; 1: an error message follows). Number 0 answers first, once the model is loaded.
 
 Child: `python -m adaptive_plugin.embedding._process MODEL_DIR THREADS [MAX_BATCH]`, in a
 session of its own. It ends when its stdin closes: when the parent closes it, or when the
@@ -95,7 +95,7 @@ def _answers(embedder: object, bodies: list[bytes]) -> bytes:
         texts = [body[_NUMBER.size :].decode("utf-8") for body in bodies]
         started = time.perf_counter()
         vectors = embedder.embed_batch(texts)  # type: ignore[attr-defined]
-        head = _SECONDS.pack(time.perf_counter() - started) + _BATCH.pack(len(bodies))
+        head = _SECONDS.pack((time.perf_counter() - started) / len(bodies)) + _BATCH.pack(len(bodies))
         return b"".join(_frame(number + b"\x00" + head + vector.astype("<f4").tobytes())
                         for number, vector in zip(numbers, vectors, strict=True))
     except Exception as exc:  # noqa: BLE001 - reported to the waiting requests

@@ -76,6 +76,8 @@ def test_no_request_waits_for_the_worker_to_load_its_model() -> None:
 
 
 def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(embedder: Embedder) -> None:
+    """30 texts in flight at once: the worker embeds them in batches (those that arrive during a
+    run share the next one), and every text gets the vector it gets alone."""
     from prometheus_client import REGISTRY
 
     def computed() -> tuple[float, float]:
@@ -83,12 +85,17 @@ def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(embedd
         return (REGISTRY.get_sample_value("adaptive_embedding_seconds_count", labels) or 0.0,
                 REGISTRY.get_sample_value("adaptive_embedding_seconds_sum", labels) or 0.0)
 
+    def batched() -> tuple[float, float]:
+        return (REGISTRY.get_sample_value("adaptive_embedding_batch_texts_count") or 0.0,
+                REGISTRY.get_sample_value("adaptive_embedding_batch_texts_sum") or 0.0)
+
     async def embed_all() -> list[np.ndarray]:
         futures = [embedder.embed_one_soon(t) for t in TEXTS * 5]  # 30 in flight at once
         assert embedder.process is not None and all(f is not None for f in futures)
         return list(await asyncio.gather(*futures))
 
     count, total = computed()
+    texts, in_batches = batched()
     started = time.perf_counter()
     vectors = asyncio.run(embed_all())
     elapsed = time.perf_counter() - started
@@ -96,11 +103,15 @@ def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(embedd
     for text, vector in zip(TEXTS * 5, vectors, strict=True):
         assert vector.dtype == np.float32 and vector.shape == (embedder.dimensions,)
         np.testing.assert_allclose(vector, embedder.embed_one(text), atol=1e-5)
-    # each answer's compute time, measured by the worker: no queueing in it, so their sum is
-    # below the wall time of the 30 answered one after another
+    # each answer's share of its batch's compute time, measured by the worker: no queueing in
+    # it, so their sum is below the wall time of the 30 answers
     count_after, total_after = computed()
     assert count_after - count == len(vectors)
     assert 0 < total_after - total < elapsed
+    # batched: on average a text shared its run (at most 8 per run)
+    texts_after, in_batches_after = batched()
+    assert texts_after - texts == len(vectors)
+    assert len(vectors) < in_batches_after - in_batches <= 8 * len(vectors)
 
 
 def test_a_worker_that_dies_fails_its_requests_and_is_replaced(
@@ -214,3 +225,23 @@ def test_a_worker_that_cannot_be_started_is_a_named_error_at_start_and_a_fallbac
 
     np.testing.assert_allclose(asyncio.run(run()), emb.embed_one(TEXTS[0]), atol=1e-5)
     assert "cannot start the embedding process" in caplog.text
+
+
+def test_an_idle_worker_starts_on_a_text_at_once(embedder: Embedder) -> None:
+    """No text waits for a batch to fill: alone, it is embedded alone."""
+    from prometheus_client import REGISTRY
+
+    def batched() -> tuple[float, float]:
+        return (REGISTRY.get_sample_value("adaptive_embedding_batch_texts_count") or 0.0,
+                REGISTRY.get_sample_value("adaptive_embedding_batch_texts_sum") or 0.0)
+
+    async def one_at_a_time() -> None:
+        for text in TEXTS:
+            sent = embedder.process.submit(text) if embedder.process is not None else None
+            assert sent is not None
+            np.testing.assert_allclose(await sent, embedder.embed_one(text), atol=1e-5)
+
+    before = batched()
+    asyncio.run(one_at_a_time())
+    after = batched()
+    assert after[0] - before[0] == len(TEXTS) and after[1] - before[1] == len(TEXTS)  # every run held one text
