@@ -97,7 +97,7 @@ MODELS: dict[str, ModelSpec] = {
     )
 }
 # the model the shipped router and cache artifacts were trained on (bench/RESULTS.md, "Embedding model")
-DEFAULT_MODEL = "paraphrase-MiniLM-L3-v2"
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
 MODEL_FILES = MODELS[DEFAULT_MODEL].files
 
 

@@ -6,9 +6,9 @@ scale is the largest value of any text in it, so a text's vector depends on the 
 batched with (cosine 0.988-0.995 to the same text embedded alone). This rewrite gives every
 row (every token of every text) a scale of its own:
 
-    scale = max(|x|, over the row) / 127           Abs, ReduceMax, Mul, Max (never zero)
-    q     = round(x / scale) + 128, as uint8       Div, QuantizeLinear
-    y     = (q - 128) @ W8 * w_scale * scale       MatMulIntegerToFloat, Mul
+    m     = max(|x|, over the row)                 Abs, ReduceMax, Max (never zero)
+    q     = round(127 x / m) + 128, as uint8       Div, QuantizeLinear (scale 1/127)
+    y     = (q - 128) @ W8 * (w_scale / 127) * m   MatMulIntegerToFloat (its A scale: one per row)
 
 with W8 the weights quantized symmetrically per output column (int8). Inputs shared by several
 products (a layer's query, key and value projections) are quantized once. A token's result
@@ -16,7 +16,9 @@ then depends on nothing but its own row, and padding rows (masked out by attenti
 mean pooling) cannot change any other row: batched vectors equal one-at-a-time vectors to
 float rounding, and they sit closer to the float model's than the per-tensor scale (cosine
 0.9995 against 0.989 on the probe sentences). The price is about 5 small nodes per quantized
-input, a few microseconds each (see bench/RESULTS.md, "Embedding model").
+input, a few microseconds each (see bench/RESULTS.md, "Embedding model"). MatMulIntegerToFloat
+broadcasts its A scale over the product, so a (batch, tokens, 1) tensor of row scales needs no
+node of its own (checked at derivation: the vectors must match the float model's).
 
 uint8 activations with zero point 128 keep onnxruntime on its fast u8s8 integer kernels; signed
 int8 activations run several times slower on x86 (measured: 11 ms instead of 1.1 ms).
@@ -54,7 +56,6 @@ def quantize_rows(model: onnx.ModelProto) -> onnx.ModelProto:
     constants = [
         numpy_helper.from_array(np.array(1 / 127, dtype=np.float32), f"{_PREFIX}_inv127"),
         numpy_helper.from_array(np.array(1e-30, dtype=np.float32), f"{_PREFIX}_tiny"),
-        numpy_helper.from_array(np.array(1.0, dtype=np.float32), f"{_PREFIX}_one"),
         numpy_helper.from_array(np.array(128, dtype=np.uint8), f"{_PREFIX}_zero_u8"),
         numpy_helper.from_array(np.array(0, dtype=np.int8), f"{_PREFIX}_zero_s8"),
     ]
@@ -79,11 +80,10 @@ def quantize_rows(model: onnx.ModelProto) -> onnx.ModelProto:
                                  name=f"{p}_max")
                 if opset >= 18 else
                 helper.make_node("ReduceMax", [f"{p}_abs"], [f"{p}_max"], axes=[-1], keepdims=1, name=f"{p}_max"),
-                helper.make_node("Mul", [f"{p}_max", f"{_PREFIX}_inv127"], [f"{p}_s"], name=f"{p}_s"),
-                helper.make_node("Max", [f"{p}_s", f"{_PREFIX}_tiny"], [f"{p}_scale"], name=f"{p}_scale"),
+                helper.make_node("Max", [f"{p}_max", f"{_PREFIX}_tiny"], [f"{p}_scale"], name=f"{p}_scale"),
                 helper.make_node("Div", [x, f"{p}_scale"], [f"{p}_unit"], name=f"{p}_unit"),
-                helper.make_node("QuantizeLinear", [f"{p}_unit", f"{_PREFIX}_one", f"{_PREFIX}_zero_u8"], [f"{p}_q"],
-                                 name=f"{p}_q"),
+                helper.make_node("QuantizeLinear", [f"{p}_unit", f"{_PREFIX}_inv127", f"{_PREFIX}_zero_u8"],
+                                 [f"{p}_q"], name=f"{p}_q"),
             ]
             quantized[x] = (f"{p}_q", f"{p}_scale")
         rows, scale = quantized[x]
@@ -91,16 +91,13 @@ def quantize_rows(model: onnx.ModelProto) -> onnx.ModelProto:
         column_scale[column_scale == 0] = 1.0
         w8 = np.clip(np.round(w / column_scale), -127, 127).astype(np.int8)
         name = f"{_PREFIX}_w{len(replaced)}"
-        constants += [numpy_helper.from_array(w8, f"{name}_s8"),
-                      numpy_helper.from_array(column_scale.astype(np.float32), f"{name}_scale")]
+        constants += [numpy_helper.from_array(w8, f"{name}_s8"),  # the rows' 1/127 is folded into the columns' scales
+                      numpy_helper.from_array((column_scale / 127.0).astype(np.float32), f"{name}_scale")]
         product = node.output[0]
-        added += [
+        added.append(  # the rows' scales broadcast over the product (onnxruntime >= 1.20 takes them per row)
             helper.make_node("MatMulIntegerToFloat",
-                             [rows, f"{name}_s8", f"{_PREFIX}_one", f"{name}_scale", f"{_PREFIX}_zero_u8",
-                              f"{_PREFIX}_zero_s8"],
-                             [f"{name}_unscaled"], domain=MS_DOMAIN, name=f"{name}_product"),
-            helper.make_node("Mul", [f"{name}_unscaled", scale], [product], name=f"{name}_rescale"),
-        ]
+                             [rows, f"{name}_s8", scale, f"{name}_scale", f"{_PREFIX}_zero_u8", f"{_PREFIX}_zero_s8"],
+                             [product], domain=MS_DOMAIN, name=f"{name}_product"))
         replaced.append(node)
     if not replaced:
         raise ValueError("the model has no matrix product by a constant weight")
