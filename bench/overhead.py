@@ -13,6 +13,7 @@ it starts these `litellm --config` proxies side by side, one worker each:
        counted with the proxy's);
   (b') the same with ADAPTIVE_CACHE_ENABLED=false and ADAPTIVE_ROUTING_USE_EMBEDDING=false;
   (b-inproc) (b) with ADAPTIVE_EMBEDDING_PROCESS=false (embeddings in the proxy process);
+  (b-unbatched) (b) with ADAPTIVE_EMBEDDING_BATCH_TEXTS=1 (the worker embeds one text per run);
   (b-auto) `model: "auto"` on (b), when the router answers (skipped with its error otherwise);
   (c)  the cache-hit path on (b): one prompt, stored by a warm-up request, then repeated; in
        the turns of the fastest provider latency, beside bare LiteLLM's fastest calls.
@@ -265,6 +266,8 @@ def start_targets(latency: float, fake: FakeProviderProcess, work: Path, args: a
             extra = {"ADAPTIVE_CACHE_ENABLED": "false", "ADAPTIVE_ROUTING_USE_EMBEDDING": "false"}
         elif variant == "b-inproc":
             extra = {"ADAPTIVE_EMBEDDING_PROCESS": "false"}
+        elif variant == "b-unbatched":
+            extra = {"ADAPTIVE_EMBEDDING_BATCH_TEXTS": "1"}
         config = bare_config(work) if variant == "a" else demo_config()
         proxy = stack.enter_context(ProxyProcess(config, env=proxy_env(fake.base_url, state, **extra),
                                                  log_path=work / f"proxy-{variant}-{latency:g}.log"))
@@ -377,7 +380,7 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
     for lat in args.latencies:
         for conc in args.levels:
             a = find(rows, lat, "a", conc)
-            for v in ("b", "b-inproc", "b'", "b-auto", "c"):
+            for v in ("b", "b-unbatched", "b-inproc", "b'", "b-auto", "c"):
                 b = find(rows, lat, v, conc)
                 if a is None or b is None:
                     continue
@@ -455,7 +458,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="1,16,64", help="concurrency levels")
     ap.add_argument("--latencies", default="0,50", help="fake provider latencies, ms")
     ap.add_argument("--variants", default="a,b',b,b-inproc",
-                    help="which of a, b', b, b-inproc to run ((c) and (b-auto) ride on b)")
+                    help="which of a, b', b, b-inproc, b-unbatched to run ((c) and (b-auto) ride on b)")
     ap.add_argument("--rounds", type=int, default=6,
                     help="each level is measured in this many turns per variant, interleaved (drift hits all alike)")
     ap.add_argument("--deadline", type=float, default=120.0, help="wall-clock bound per level, seconds")
