@@ -88,10 +88,10 @@ EMBEDDING_SECONDS = Histogram(
     ("where",),
     buckets=(0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25),
 )
-EMBEDDING_BATCH_TEXTS = Histogram(
-    "adaptive_embedding_batch_texts",
-    "Per request embedded by the worker process: how many texts its batch held (1: embedded alone).",
-    buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32),
+EMBEDDING_BATCHES = Counter(
+    "adaptive_embedding_batches_total",
+    "Runs of the embedding worker process; each embeds the texts that were waiting (texts per run: "
+    "adaptive_embedding_seconds_count{where=\"process\"} / this).",
 )
 LEDGER_ROWS = Counter(
     "adaptive_billing_ledger_rows_total",

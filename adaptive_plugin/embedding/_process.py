@@ -15,7 +15,8 @@ text's vector does not depend on the texts it was batched with.
 Frames: a 4-byte big-endian length, then the body. Request body: an 8-byte request number and
 the UTF-8 text. Answer body: the request number, a status byte (0: its share of the run's
 compute time as a float64 (the run's time over its texts), the number of texts in the run as a
-uint16, then the float32 vector; 1: an error message follows). Number 0 answers first, once the model is loaded.
+uint16 and a byte that is 1 on the run's first answer, then the float32 vector; 1: an error
+message follows). Number 0 answers first, once the model is loaded.
 
 Child: `python -m adaptive_plugin.embedding._process MODEL_DIR THREADS [MAX_BATCH]`, in a
 session of its own. It ends when its stdin closes: when the parent closes it, or when the
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">I")
 _NUMBER = struct.Struct(">Q")
 _SECONDS = struct.Struct("<d")  # an answer's compute time, before its vector
-_BATCH = struct.Struct("<H")  # how many texts that run embedded, after the compute time
+_BATCH = struct.Struct("<HB")  # how many texts that run embedded, and 1 on its first answer
 DEFAULT_MAX_BATCH = 8
 
 
@@ -95,9 +96,9 @@ def _answers(embedder: object, bodies: list[bytes]) -> bytes:
         texts = [body[_NUMBER.size :].decode("utf-8") for body in bodies]
         started = time.perf_counter()
         vectors = embedder.embed_batch(texts)  # type: ignore[attr-defined]
-        head = _SECONDS.pack((time.perf_counter() - started) / len(bodies)) + _BATCH.pack(len(bodies))
-        return b"".join(_frame(number + b"\x00" + head + vector.astype("<f4").tobytes())
-                        for number, vector in zip(numbers, vectors, strict=True))
+        seconds = _SECONDS.pack((time.perf_counter() - started) / len(bodies))
+        return b"".join(_frame(number + b"\x00" + seconds + _BATCH.pack(len(bodies), i == 0) + vector.astype("<f4").tobytes())
+                        for i, (number, vector) in enumerate(zip(numbers, vectors, strict=True)))
     except Exception as exc:  # noqa: BLE001 - reported to the waiting requests
         if len(bodies) > 1:  # one bad text must not fail the others
             return b"".join(_answers(embedder, [body]) for body in bodies)
@@ -313,9 +314,10 @@ class EmbeddingProcess:
             from adaptive_plugin import metrics  # not at the top: the worker runs this module and records nothing
 
             (seconds,) = _SECONDS.unpack_from(body, _NUMBER.size + 1)
-            (texts,) = _BATCH.unpack_from(body, _NUMBER.size + 1 + _SECONDS.size)
+            _texts, first = _BATCH.unpack_from(body, _NUMBER.size + 1 + _SECONDS.size)
             metrics.EMBEDDING_SECONDS.labels(where="process").observe(seconds)
-            metrics.EMBEDDING_BATCH_TEXTS.observe(texts)
+            if first:
+                metrics.EMBEDDING_BATCHES.inc()
             start = _NUMBER.size + 1 + _SECONDS.size + _BATCH.size
             future.set_result(np.frombuffer(body[start:], dtype="<f4").copy())
         else:
