@@ -14,6 +14,8 @@ it starts these `litellm --config` proxies side by side, one worker each:
   (b') the same with ADAPTIVE_CACHE_ENABLED=false and ADAPTIVE_ROUTING_USE_EMBEDDING=false;
   (b-inproc) (b) with ADAPTIVE_EMBEDDING_PROCESS=false (embeddings in the proxy process);
   (b-unbatched) (b) with ADAPTIVE_EMBEDDING_BATCH_TEXTS=1 (the worker embeds one text per run);
+  (b-l3) (b) on paraphrase-MiniLM-L3-v2 (row-wise, batched; `fetch-model --model` puts it next to
+       the default model's directory), not the default: its cache and routing quality are lower;
   (b-auto) `model: "auto"` on (b), when the router answers (skipped with its error otherwise);
   (c)  the cache-hit path on (b): one prompt, stored by a warm-up request, then repeated; in
        the turns of the fastest provider latency, beside bare LiteLLM's fastest calls.
@@ -268,6 +270,15 @@ def start_targets(latency: float, fake: FakeProviderProcess, work: Path, args: a
             extra = {"ADAPTIVE_EMBEDDING_PROCESS": "false"}
         elif variant == "b-unbatched":
             extra = {"ADAPTIVE_EMBEDDING_BATCH_TEXTS": "1"}
+        elif variant == "b-l3":
+            from adaptive_plugin.embedding import default_model_dir
+            from adaptive_plugin.embedding._fetch import MODELS
+
+            l3 = default_model_dir().parent / MODELS["paraphrase-MiniLM-L3-v2"].directory_name
+            if not l3.is_dir():
+                print(f"  (b-l3) skipped: no {l3} (adaptive-plugin fetch-model --model paraphrase-MiniLM-L3-v2 --dir {l3})")
+                continue
+            extra = {"ADAPTIVE_EMBEDDING_MODEL_DIR": str(l3)}
         config = bare_config(work) if variant == "a" else demo_config()
         proxy = stack.enter_context(ProxyProcess(config, env=proxy_env(fake.base_url, state, **extra),
                                                  log_path=work / f"proxy-{variant}-{latency:g}.log"))
@@ -380,7 +391,7 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
     for lat in args.latencies:
         for conc in args.levels:
             a = find(rows, lat, "a", conc)
-            for v in ("b", "b-unbatched", "b-inproc", "b'", "b-auto", "c"):
+            for v in ("b", "b-unbatched", "b-l3", "b-inproc", "b'", "b-auto", "c"):
                 b = find(rows, lat, v, conc)
                 if a is None or b is None:
                     continue
@@ -458,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="1,16,64", help="concurrency levels")
     ap.add_argument("--latencies", default="0,50", help="fake provider latencies, ms")
     ap.add_argument("--variants", default="a,b',b,b-inproc",
-                    help="which of a, b', b, b-inproc, b-unbatched to run ((c) and (b-auto) ride on b)")
+                    help="which of a, b', b, b-inproc, b-unbatched, b-l3 to run ((c) and (b-auto) ride on b)")
     ap.add_argument("--rounds", type=int, default=6,
                     help="each level is measured in this many turns per variant, interleaved (drift hits all alike)")
     ap.add_argument("--deadline", type=float, default=120.0, help="wall-clock bound per level, seconds")

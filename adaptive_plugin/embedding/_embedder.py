@@ -110,6 +110,9 @@ class Embedder:
         # run_async computes on onnxruntime's pool (threads - 1 of them): none with one thread
         self.runs_async = self._session is not None and threads >= 2
         self.process: EmbeddingProcess | None = None  # `use_process`: request embeddings in a worker process
+        # whether a batch gives every text its one-at-a-time vector (to float rounding): false for a
+        # model quantized with one activation scale per tensor, which spans the whole padded batch
+        self.batch_exact = True
 
     @classmethod
     def from_directory(
@@ -128,7 +131,7 @@ class Embedder:
         `model_name`: fastembed's model whose tokenizer settings and pooling apply (default:
         the directory's model's, see `_fetch.MODELS`).
         """
-        from adaptive_plugin.embedding._fetch import RECIPE, derived_recipe, quantized_model_path, verify_model_dir
+        from adaptive_plugin.embedding._fetch import derived_recipe, quantized_model_path, verify_model_dir
 
         path = Path(directory)
         spec = verify_model_dir(path)
@@ -140,11 +143,11 @@ class Embedder:
                     "embedding: %s has no derived integer model; embeddings take about twice as long. "
                     "Run `adaptive-plugin fetch-model` to derive it.", path
                 )
-            elif derived_recipe(path) < RECIPE:
+            elif derived_recipe(path) != spec.recipe:
                 log.warning(
-                    "embedding: the integer model in %s was derived by an older version of the plugin; a batch of "
-                    "texts changes their vectors slightly and embeddings take longer. Run `adaptive-plugin "
-                    "fetch-model` to derive it again.", path
+                    "embedding: the integer model in %s was derived by another version of the plugin (it may be "
+                    "slower, and its vectors differ slightly from the ones the router and cache are tuned on). "
+                    "Run `adaptive-plugin fetch-model` to derive it again.", path
                 )
         try:
             from fastembed import TextEmbedding
@@ -153,9 +156,12 @@ class Embedder:
             model = TextEmbedding(model_name, specific_model_path=str(path), threads=threads, lazy_load=True)
             _own_session(model, model_file, threads)
             identity = f"{spec.name}:{model_file.name}:{model_file.stat().st_size}"
+            exact = not _scales_per_tensor(model_file)
         except Exception as exc:  # fastembed raises bare exceptions of many kinds
             raise EmbeddingModelError(f"cannot load the embedding model from {path}: {exc}") from exc
-        return cls(model, dimensions=spec.dimensions, identity=identity, threads=threads, output=spec.output)
+        embedder = cls(model, dimensions=spec.dimensions, identity=identity, threads=threads, output=spec.output)
+        embedder.batch_exact = exact
+        return embedder
 
     @classmethod
     def from_name(cls, model_name: str, *, cache_dir: str | None = None, threads: int = DEFAULT_THREADS) -> Embedder:
@@ -171,12 +177,12 @@ class Embedder:
         return cls(model, dimensions=dims, identity=model_name, threads=threads)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Return an (n, d) float32 array of unit vectors, for many texts.
+        """Return an (n, d) float32 array of unit vectors, for many texts: each text's vector is
+        the one `embed_one` (the request path) gives it, to float rounding.
 
-        Texts run in batches of up to `BATCH_TEXTS` of similar lengths (`embed_batch`). With the
-        integer model that `fetch_model` derives (recipe 3), a text's vector is the one
-        `embed_one` gives it, to float rounding; with an older one it differs slightly (cosine
-        about 0.99: those scaled activations over the whole padded batch).
+        Texts run in batches of up to `BATCH_TEXTS` of similar lengths (`embed_batch`) when the
+        model is `batch_exact`; one at a time otherwise (a model with one activation scale per
+        tensor: in a padded batch a text's vector moves by a cosine of 0.98-0.995).
         """
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
@@ -184,6 +190,8 @@ class Embedder:
             with self._slots:
                 rows = list(self._model.embed(list(texts)))
             return _unit_rows(np.asarray(rows, dtype=np.float32))
+        if not self.batch_exact:
+            return np.stack([self.embed_one(text) for text in texts])
         out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
         order = np.argsort([len(t) for t in texts], kind="stable")
         for start in range(0, len(texts), BATCH_TEXTS):
@@ -196,7 +204,7 @@ class Embedder:
 
         The embedding worker's batches (`_process`); the caller bounds n. Texts of similar
         token counts share one run, padded to the longest of them (`_runs`): a long text
-        does not make every short one pay for its length.
+        does not make every short one pay for its length. Exact only if `batch_exact`.
         """
         if self._session is None:
             return self.embed(texts)
@@ -316,6 +324,19 @@ class Embedder:
                                 input_ids=feed["input_ids"])
         rows = np.asarray(list(self._inner._post_process_onnx_output(context)), dtype=np.float32)
         return _unit_rows(rows)
+
+
+def _scales_per_tensor(model_file: Path) -> bool:
+    """Whether the ONNX file quantizes activations with one scale per tensor (onnxruntime's
+    dynamic quantization: its DynamicQuantize* operators), found by their names in the file."""
+    markers = (b"DynamicQuantizeMatMul", b"DynamicQuantizeLinear")
+    tail = b""
+    with model_file.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            if any(m in tail + chunk for m in markers):
+                return True
+            tail = chunk[-32:]
+    return False
 
 
 # a run of texts padded to its longest computes at most this many times the tokens it holds, or

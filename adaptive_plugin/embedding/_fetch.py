@@ -65,8 +65,14 @@ class ModelSpec:
     output: str
     directory_name: str
     layers: int
+    rowwise: bool  # its derived model quantizes activations row by row (`_rowwise`): batches are exact
     fastembed_name: str = "sentence-transformers/all-MiniLM-L6-v2"
     dimensions: int = 384
+
+    @property
+    def recipe(self) -> int:
+        """The recipe `fetch_model` derives this model's integer file with (see `RECIPE_ROWWISE`)."""
+        return RECIPE_ROWWISE if self.rowwise else RECIPE_PER_TENSOR
 
 
 MODELS: dict[str, ModelSpec] = {
@@ -83,6 +89,7 @@ MODELS: dict[str, ModelSpec] = {
             output="onnx::Shape_422",
             directory_name="paraphrase-MiniLM-L3-v2-int8",
             layers=3,
+            rowwise=True,
         ),
         ModelSpec(
             name="all-MiniLM-L6-v2",
@@ -93,6 +100,7 @@ MODELS: dict[str, ModelSpec] = {
             output="last_hidden_state",
             directory_name="all-MiniLM-L6-v2-int8",
             layers=6,
+            rowwise=False,
         ),
     )
 }
@@ -186,9 +194,14 @@ def fetch_model(directory: Path, *, force: bool = False, model: str | None = Non
 
 QUANTIZED_FILE = "model_dynamic_int8.onnx"
 QUANTIZED_DIGEST_FILE = "model_dynamic_int8.sha256"
-# 1: quantized; 2: and attention / GELU fused; 3: activations quantized row by row (`_rowwise`),
-# fused. Recorded beside the digest ("<sha256> recipe-3").
-RECIPE = 3
+# 1: quantized (one activation scale per tensor); 2: and attention / GELU fused; 3: activations
+# quantized row by row instead (`_rowwise`), fused. Recorded beside the digest ("<sha256> recipe-2").
+# all-MiniLM-L6-v2 is derived with recipe 2: row by row, one text costs 25-40% more CPU, and
+# batching only wins that back (bench/RESULTS.md, "Embedding model"); so its worker embeds one
+# text per run. paraphrase-MiniLM-L3-v2 is derived with recipe 3 and batched.
+RECIPE_PER_TENSOR = 2
+RECIPE_ROWWISE = 3
+RECIPE = RECIPE_ROWWISE  # the newest
 # the derived model must stay this close to the source model on every probe sentence
 MIN_PROBE_COSINE = 0.98
 # ... and the fused graph this close to the unfused one (it computes the same; measured >= 0.99999),
@@ -227,11 +240,13 @@ def _recorded(digest_file: Path) -> tuple[str, int]:
     return (fields[0] if fields else ""), (int(recipe) if recipe.isdigit() else 0)
 
 
-def derive_quantized(directory: Path) -> Path | None:
-    """Write the row-wise quantized model next to the verified source model (see module doc).
+def derive_quantized(directory: Path, *, rowwise: bool | None = None) -> Path | None:
+    """Write the integer model next to the verified source model (see module doc).
 
-    Returns None, with a warning and no derived file left behind, when its vectors drift from
-    the source model's on the probe sentences: the plugin then loads the source model.
+    `rowwise`: quantize activations row by row (recipe 3) or per tensor (recipe 2); default:
+    the model's own recipe (`ModelSpec.rowwise`). Returns None, with a warning and no derived
+    file left behind, when its vectors drift from the source model's on the probe sentences:
+    the plugin then loads the source model.
     """
     import onnx
     import onnxruntime as ort
@@ -239,15 +254,22 @@ def derive_quantized(directory: Path) -> Path | None:
     from adaptive_plugin.embedding._rowwise import keep_output, quantize_rows
 
     spec = verify_model_dir(directory)
+    rowwise = spec.rowwise if rowwise is None else rowwise
     with tempfile.TemporaryDirectory(prefix="adaptive-quant-") as tmp:
         pruned, folded = Path(tmp) / "pruned.onnx", Path(tmp) / "folded.onnx"
-        onnx.save(keep_output(onnx.load(str(directory / spec.source)), spec.output), str(pruned))
+        source = directory / spec.source
+        if len(onnx.load(str(source), load_external_data=False).graph.output) > 1:
+            onnx.save(keep_output(onnx.load(str(source)), spec.output), str(pruned))
+            source = pruned
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC  # folds the weight casts
         options.optimized_model_filepath = str(folded)
-        ort.InferenceSession(str(pruned), sess_options=options, providers=["CPUExecutionProvider"])
+        ort.InferenceSession(str(source), sess_options=options, providers=["CPUExecutionProvider"])
         staged = Path(tmp) / QUANTIZED_FILE
-        onnx.save(quantize_rows(onnx.load(str(folded))), str(staged))
+        if rowwise:
+            onnx.save(quantize_rows(onnx.load(str(folded))), str(staged))
+        else:
+            _quantize_per_tensor(folded, staged)
         staged = _fused(directory, staged)
         worst = _probe_cosine(directory, staged)
         if worst < MIN_PROBE_COSINE:
@@ -261,14 +283,33 @@ def derive_quantized(directory: Path) -> Path | None:
         shutil.copyfile(staged, partial)
         os.replace(partial, target)  # atomic: a reader sees the old file or the whole new one
     digest = directory / QUANTIZED_DIGEST_FILE
-    digest.with_suffix(".partial").write_text(f"{_sha256(target)} recipe-{RECIPE}\n")
+    recipe = RECIPE_ROWWISE if rowwise else RECIPE_PER_TENSOR
+    digest.with_suffix(".partial").write_text(f"{_sha256(target)} recipe-{recipe}\n")
     os.replace(digest.with_suffix(".partial"), digest)
     return target
 
 
+def _quantize_per_tensor(folded: Path, staged: Path) -> None:
+    """onnxruntime's dynamic quantization: weights per output channel, activations per tensor."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    hint = _DropPreprocessHint()
+    logging.getLogger().addFilter(hint)  # quantize_dynamic logs an irrelevant hint on the root logger
+    try:
+        quantize_dynamic(str(folded), str(staged), per_channel=True, weight_type=QuantType.QInt8)
+    finally:
+        logging.getLogger().removeFilter(hint)
+
+
+class _DropPreprocessHint(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
 def _ensure_quantized(directory: Path, *, force: bool) -> None:
     try:
-        if not force and quantized_model_path(directory) is not None and derived_recipe(directory) >= RECIPE:
+        current = quantized_model_path(directory) is not None and derived_recipe(directory) == spec_of(directory).recipe
+        if not force and current:
             return
     except EmbeddingModelError:
         pass  # altered: derive it again

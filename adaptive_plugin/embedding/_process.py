@@ -9,8 +9,10 @@ Micro-batching: the worker embeds what it has as soon as it has something, and t
 arrive while a run is in progress are embedded together in the next one (at most `max_batch`
 per run, padded to the longest; `Embedder.embed_batch` splits texts of very different lengths).
 No text ever waits for a batch to fill: an idle worker starts on the first text at once, and a
-text waits at most for the run in progress. With the row-wise quantized model (`_rowwise`) a
-text's vector does not depend on the texts it was batched with.
+text waits at most for the run in progress. Only a `batch_exact` model is batched (row-wise
+quantized, `_rowwise`, or float): there a text's vector does not depend on the texts it was
+batched with. A model with one activation scale per tensor (all-MiniLM-L6-v2's recipe 2) is
+embedded one text per run.
 
 Frames: a 4-byte big-endian length, then the body. Request body: an 8-byte request number and
 the UTF-8 text. Answer body: the request number, a status byte (0: its share of the run's
@@ -110,10 +112,11 @@ def _serve(model_dir: Path, threads: int, max_batch: int = DEFAULT_MAX_BATCH) ->
     from adaptive_plugin.embedding._embedder import Embedder
 
     embedder = Embedder.from_directory(model_dir, threads=threads)
+    limit = max(1, max_batch) if embedder.batch_exact else 1  # a batch must not change any text's vector
     frames, stdout = _Frames(sys.stdin.fileno()), sys.stdout.buffer
     stdout.write(_frame(_NUMBER.pack(0) + b"\x00"))  # ready
     stdout.flush()
-    while bodies := frames.take(max(1, max_batch)):
+    while bodies := frames.take(limit):
         stdout.write(_answers(embedder, bodies))
         stdout.flush()
     return 0

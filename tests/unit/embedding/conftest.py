@@ -33,3 +33,11 @@ def derived_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     directory = copy_source(tmp_path_factory.mktemp("model") / "m")
     derive_quantized(directory)
     return directory
+
+
+@pytest.fixture(scope="session")
+def rowwise_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model derived row by row (recipe 3): batches are exact, so the worker batches."""
+    directory = copy_source(tmp_path_factory.mktemp("rowwise") / "m")
+    derive_quantized(directory, rowwise=True)
+    return directory

@@ -59,10 +59,12 @@ def test_only_our_session_is_loaded_and_it_gives_the_eagerly_loaded_models_vecto
     eager.model._ensure_tokenizer()
     eager.model.model = real(str(derived_dir / QUANTIZED_FILE), providers=["CPUExecutionProvider"],
                              disabled_optimizers=list(DISABLED_OPTIMIZERS))
-    reference = np.asarray(list(eager.embed(SENTENCES)), dtype=np.float32)
-    np.testing.assert_allclose(embedder.embed(SENTENCES), reference, atol=1e-6)
-    for text in SENTENCES:  # and the request path, one text at a time
-        np.testing.assert_allclose(embedder.embed_one(text), next(iter(eager.embed([text]))), atol=1e-6)
+    batch = np.asarray(list(eager.embed(SENTENCES)), dtype=np.float32)  # one padded batch
+    np.testing.assert_allclose(embedder.embed_batch(SENTENCES), batch, atol=1e-6)
+    for text in SENTENCES:  # and the request path, one text at a time (also `embed`'s for this model)
+        alone = next(iter(eager.embed([text])))
+        np.testing.assert_allclose(embedder.embed_one(text), alone, atol=1e-6)
+        np.testing.assert_allclose(embedder.embed([text, "padding partner"])[0], alone, atol=1e-6)
 
 
 def test_idle_onnxruntime_workers_sleep(derived_dir: Path) -> None:
@@ -186,12 +188,13 @@ BATCH = [
 ]
 
 
-def test_a_batch_gives_every_text_its_one_at_a_time_vector(derived_dir: Path) -> None:
-    """The worker's batches and the offline bulk path (`embed`) change no vector: activations are
-    scaled row by row, so neither the other texts nor the padding reach a text's rows."""
+def test_a_batch_gives_every_text_its_one_at_a_time_vector(rowwise_dir: Path) -> None:
+    """With activations scaled row by row, the worker's batches and the offline bulk path (`embed`)
+    change no vector: neither the other texts nor the padding reach a text's rows."""
     from adaptive_plugin.embedding._embedder import _runs
 
-    embedder = Embedder.from_directory(derived_dir)
+    embedder = Embedder.from_directory(rowwise_dir)
+    assert embedder.batch_exact
     alone = np.stack([embedder.embed_one(text) for text in BATCH])
     np.testing.assert_allclose(embedder.embed_batch(BATCH), alone, atol=1e-5)
     np.testing.assert_allclose(embedder.embed(BATCH * 3), np.concatenate([alone] * 3), atol=1e-5)
@@ -200,8 +203,20 @@ def test_a_batch_gives_every_text_its_one_at_a_time_vector(derived_dir: Path) ->
     assert runs == [[0, 1, 2, 3, 5], [4]]
 
 
+def test_a_model_scaled_per_tensor_is_not_batched(derived_dir: Path) -> None:
+    """all-MiniLM-L6-v2's derived model (recipe 2) scales each activation tensor as a whole: a
+    padded batch would move every text's vector, so the bulk path embeds one text at a time."""
+    embedder = Embedder.from_directory(derived_dir)
+    assert not embedder.batch_exact and MODELS[DEFAULT_MODEL].recipe == 2
+    alone = np.stack([embedder.embed_one(text) for text in BATCH])
+    np.testing.assert_allclose(embedder.embed(BATCH), alone, atol=1e-6)
+    drift = (embedder.embed_batch(BATCH) * alone).sum(axis=1)
+    assert drift.min() < 0.9999  # what batching it would do (and why it is not batched)
+    assert Embedder.from_directory(derived_dir, quantized=False).batch_exact  # the float model batches exactly
+
+
 @pytest.mark.parametrize("model", sorted(MODELS))
-def test_every_model_is_derived_close_to_its_source_and_batches_exactly(model: str, tmp_path: Path) -> None:
+def test_every_model_is_derived_close_to_its_source(model: str, tmp_path: Path) -> None:
     from tests.unit.embedding.conftest import copy_source
     from adaptive_plugin.embedding._fetch import derive_quantized
 
@@ -209,6 +224,7 @@ def test_every_model_is_derived_close_to_its_source_and_batches_exactly(model: s
     assert derive_quantized(directory) is not None
     derived, source = Embedder.from_directory(directory), Embedder.from_directory(directory, quantized=False)
     assert derived.identity.startswith(f"{model}:{QUANTIZED_FILE}") and source.identity.startswith(f"{model}:")
-    vectors = derived.embed_batch(BATCH)
+    assert derived.batch_exact == MODELS[model].rowwise
+    vectors = derived.embed(BATCH)
     assert np.all((vectors * source.embed(BATCH)).sum(axis=1) >= 0.98)
     np.testing.assert_allclose(vectors, [derived.embed_one(text) for text in BATCH], atol=1e-5)

@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,16 @@ TEXTS = [
 def embedder() -> Iterator[Embedder]:
     emb = Embedder.from_directory(default_model_dir())
     emb.use_process(default_model_dir())
+    assert emb.process is not None and asyncio.run(emb.process.until_ready())
+    yield emb
+    emb.close_process()
+
+
+@pytest.fixture()
+def batching(rowwise_dir: Path) -> Iterator[Embedder]:
+    """A worker on a model whose batches are exact (row-wise scales): it batches."""
+    emb = Embedder.from_directory(rowwise_dir)
+    emb.use_process(rowwise_dir)
     assert emb.process is not None and asyncio.run(emb.process.until_ready())
     yield emb
     emb.close_process()
@@ -75,9 +86,14 @@ def test_no_request_waits_for_the_worker_to_load_its_model() -> None:
         emb.close_process()
 
 
-def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(embedder: Embedder) -> None:
-    """30 texts in flight at once: the worker embeds them in batches (those that arrive during a
-    run share the next one), and every text gets the vector it gets alone."""
+@pytest.mark.parametrize("model", ["default", "rowwise"])
+def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(
+    model: str, request: pytest.FixtureRequest
+) -> None:
+    """30 texts in flight at once: every text gets the vector it gets alone. A row-wise model is
+    embedded in batches (texts that arrive during a run share the next one); the default model
+    (one activation scale per tensor) one text per run."""
+    embedder: Embedder = request.getfixturevalue("embedder" if model == "default" else "batching")
     from prometheus_client import REGISTRY
 
     def computed() -> tuple[float, float]:
@@ -107,8 +123,10 @@ def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(embedd
     count_after, total_after = computed()
     assert count_after - count == len(vectors)
     assert 0 < total_after - total < elapsed
-    # batched: fewer runs than texts, at most 8 texts per run
-    assert len(vectors) / 8 <= runs() - before < len(vectors)
+    if model == "rowwise":  # batched: fewer runs than texts, at most 8 texts per run
+        assert len(vectors) / 8 <= runs() - before < len(vectors)
+    else:
+        assert runs() - before == len(vectors)
 
 
 def test_a_worker_that_dies_fails_its_requests_and_is_replaced(
@@ -224,8 +242,9 @@ def test_a_worker_that_cannot_be_started_is_a_named_error_at_start_and_a_fallbac
     assert "cannot start the embedding process" in caplog.text
 
 
-def test_an_idle_worker_starts_on_a_text_at_once(embedder: Embedder) -> None:
+def test_an_idle_worker_starts_on_a_text_at_once(batching: Embedder) -> None:
     """No text waits for a batch to fill: alone, it is embedded alone."""
+    embedder = batching
     from prometheus_client import REGISTRY
 
     def runs() -> float:
