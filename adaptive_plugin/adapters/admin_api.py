@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 
 from adaptive_plugin.adapters.auth import is_master_key
+from adaptive_plugin.adapters.selfservice_api import require_known_models, routers
 from adaptive_plugin.errors import AdaptiveError, AuthenticationError
 from adaptive_plugin.keys import (
     ApiKeyCreated,
@@ -74,6 +75,7 @@ def build_router(hooks: AdaptiveHooks) -> APIRouter:
 
     @router.post("/projects", dependencies=admin, status_code=201, response_model=ProjectView)
     async def create_project(spec: ProjectCreate) -> ProjectView:
+        require_known_models(hooks, spec.allowed_models)
         return await call(ctx.keys.create_project, spec)
 
     @router.get("/projects", dependencies=admin, response_model=list[ProjectView])
@@ -86,6 +88,7 @@ def build_router(hooks: AdaptiveHooks) -> APIRouter:
 
     @router.patch("/projects/{project_id}", dependencies=admin, response_model=ProjectView)
     async def update_project(project_id: str, spec: ProjectUpdate) -> ProjectView:
+        require_known_models(hooks, spec.allowed_models)
         return await call(ctx.keys.update_project, project_id, spec)
 
     @router.post("/projects/{project_id}/api-keys", dependencies=admin, status_code=201, response_model=ApiKeyCreated)
@@ -188,9 +191,9 @@ def mount(hooks: AdaptiveHooks) -> None:
 
     if any(getattr(r, "path", "").startswith(PREFIX + "/") for r in app.router.routes):
         raise RuntimeError("adaptive admin routes are already mounted: the plugin is registered twice")
-    router = build_router(hooks)
     before = len(app.router.routes)
-    app.include_router(router)
+    for router in (build_router(hooks), *routers(hooks)):
+        app.include_router(router)
     added = app.router.routes[before:]
     del app.router.routes[before:]
     app.router.routes[0:0] = added
