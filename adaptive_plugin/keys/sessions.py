@@ -28,7 +28,7 @@ from adaptive_plugin.db import session_scope
 from adaptive_plugin.db.tables_admin import DashboardSession
 from adaptive_plugin.db.tables_keys import utcnow
 
-_TOUCH_EVERY = timedelta(seconds=10)  # last_seen_at is written at most this often per session
+_TOUCH_EVERY = timedelta(seconds=10)  # last_seen_at is written at most this often (or a tenth of the idle timeout)
 
 
 def _hash(token: str) -> str:
@@ -67,6 +67,7 @@ class DashboardSessions:
         self.engine = engine
         self.idle = timedelta(seconds=idle_seconds)
         self.max_age = timedelta(seconds=max_seconds)
+        self._touch_every = min(_TOUCH_EVERY, self.idle / 10)
         self._clock = clock
 
     def start(self, role: str, *, credential: str, project_id: str | None) -> str:
@@ -93,7 +94,7 @@ class DashboardSessions:
             if now >= expires or now - last_seen >= self.idle:
                 s.delete(row)
                 return None
-            if now - last_seen >= _TOUCH_EVERY:
+            if now - last_seen >= self._touch_every:
                 row.last_seen_at = last_seen = now
                 s.add(row)
             return SessionInfo(id=row.id, role=row.role, credential=row.credential, project_id=row.project_id,

@@ -53,6 +53,14 @@ def test_idle_sessions_end_and_activity_keeps_them(sessions: DashboardSessions, 
     assert sessions.resume(token) is None  # and it stays ended
 
 
+def test_short_idle_timeouts_are_kept_by_activity(engine: Engine, clock: Clock) -> None:
+    sessions = DashboardSessions(engine, idle_seconds=3, max_seconds=60, clock=clock)
+    token = sessions.start("project_admin", credential="pak_1", project_id="prj_a")
+    for _ in range(20):
+        clock.advance(1)
+        assert sessions.resume(token) is not None
+
+
 def test_sessions_end_at_their_lifetime_however_active(sessions: DashboardSessions, clock: Clock) -> None:
     token = sessions.start("operator", credential=credential_hash("master"), project_id=None)
     for _ in range(7):

@@ -1,4 +1,5 @@
 // Progressive enhancement only: every form works without this file.
+document.documentElement.classList.add("js");
 // Forms marked data-confirm ask before they are sent (revoking keys).
 document.addEventListener("submit", function (event) {
   var form = event.target;
