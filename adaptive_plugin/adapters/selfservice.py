@@ -20,7 +20,7 @@ import base64
 import binascii
 import fnmatch
 import json
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -28,7 +28,7 @@ from pydantic import BaseModel, Field
 
 from adaptive_plugin.adapters.auth import is_master_key
 from adaptive_plugin.billing import micros_to_usd
-from adaptive_plugin.billing.ledger import GROUP_FIELDS, check_day
+from adaptive_plugin.billing.ledger import GROUP_FIELDS, parse_bound
 from adaptive_plugin.errors import AuthenticationError, ForbiddenError, KeysError, NotFoundError
 from adaptive_plugin.keys import ApiKeyCreated, ApiKeyView, ProjectUpdate, ProviderKeyCreate, ProviderKeyView
 from adaptive_plugin.keys.admin import (
@@ -141,25 +141,6 @@ def decode_cursor(cursor: str) -> int:
         return value
     except (ValueError, binascii.Error, UnicodeDecodeError):
         raise ValueError("cursor is not one this API returned (use next_cursor as given)") from None
-
-
-def parse_time(value: str | None, name: str, *, end: bool = False) -> datetime | None:
-    """A bound of a time range: YYYY-MM-DD (UTC; an end date includes its whole day) or an
-    ISO 8601 time with a timezone. ValueError names the parameter."""
-    if value is None or value == "":
-        return None
-    value = value.strip()
-    if len(value) == 10:
-        check_day(value, name)
-        day = date.fromisoformat(value) + (timedelta(days=1) if end else timedelta(0))
-        return datetime.combine(day, time(0), tzinfo=timezone.utc)
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(f"{name} must be YYYY-MM-DD or an ISO 8601 time, got {value!r}") from None
-    if parsed.tzinfo is None:
-        raise ValueError(f"{name} needs a timezone, for example {value}Z or {value}+02:00")
-    return parsed
 
 
 def available_models(hooks: AdaptiveHooks) -> list[str] | None:
@@ -326,7 +307,7 @@ class SelfService:
         before = decode_cursor(cursor) if cursor else None
         rows = self.ctx.ledger.requests(
             project_id=self.project_of(principal), limit=limit + 1, before_id=before,
-            since=parse_time(since, "since"), until=parse_time(until, "until", end=True), **filters)
+            since=parse_bound(since, "since"), until=parse_bound(until, "until", end=True), **filters)
         more = len(rows) > limit
         rows = rows[:limit]
         items = [RequestLogEntry(
@@ -353,4 +334,4 @@ class SelfService:
 
 
 __all__ = ["ENVIRONMENTS", "ProviderKeyStatus", "RequestLogEntry", "RequestLogPage", "RotateResult", "SelfProject",
-           "SelfService", "USAGE_GROUPS", "UsageReport", "decode_cursor", "encode_cursor", "parse_time"]
+           "SelfService", "USAGE_GROUPS", "UsageReport", "decode_cursor", "encode_cursor"]

@@ -18,7 +18,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from datetime import date, datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -55,6 +55,25 @@ def check_day(value: str | None, name: str = "day") -> str | None:
     except ValueError:
         raise ValueError(f"{name} is not a calendar date: {value!r}") from None
     return value
+
+
+def parse_bound(value: str | None, name: str, *, end: bool = False) -> datetime | None:
+    """A bound of a time range: YYYY-MM-DD (UTC; as an end it includes its whole day) or an ISO
+    8601 time with a timezone. ValueError names the parameter."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) == 10:
+        check_day(value, name)
+        day = date.fromisoformat(value) + (timedelta(days=1) if end else timedelta(0))
+        return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name} must be YYYY-MM-DD or an ISO 8601 time, got {value!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{name} needs a timezone, for example {value}Z or {value}+02:00")
+    return parsed
 
 
 def _aware(value: Any) -> Any:
