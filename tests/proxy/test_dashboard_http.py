@@ -1,5 +1,5 @@
 """The dashboard's HTTP contract (issue 20), without a browser: cookies, headers, assets,
-sign-in rules and session endings. The browser journeys are in tests/browser/."""
+sign-in rules and session endings. The browser journeys are in tests/proxy/browser/."""
 
 from __future__ import annotations
 

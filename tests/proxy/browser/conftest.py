@@ -1,5 +1,7 @@
 """Browser tests: Debian's chromium driven by Selenium through chromium-driver, against the
-session gateway of tests/proxy (the real proxy, the fake provider on 127.0.0.1).
+session gateway of tests/proxy (the real proxy, the fake provider on 127.0.0.1); they live
+under tests/proxy to share that gateway, and the secret scan that runs last covers the
+browser profiles too.
 
 The browser comes from the system packages `chromium` and `chromium-driver`; when they are
 missing and the tests run as root (CI: ./scripts/test.sh on a fresh machine), the fixture
@@ -20,11 +22,10 @@ import pytest
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
 
-from tests.proxy.conftest import _close_clients, fake_provider, gateway  # noqa: F401 - shared fixtures
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-DOCS_IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+DOCS_IMAGES = Path(__file__).resolve().parents[3] / "docs" / "images"
 FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
          "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
          "--window-size=1280,900")
@@ -57,8 +58,10 @@ def new_browser(profile: Path, *, javascript: bool = True) -> webdriver.Chrome:
     for flag in FLAGS:
         options.add_argument(flag)
     options.add_argument(f"--user-data-dir={profile}")
+    prefs: dict[str, object] = {"credentials_enable_service": False, "profile.password_manager_enabled": False}
     if not javascript:
-        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
+        prefs["profile.managed_default_content_settings.javascript"] = 2
+    options.add_experimental_option("prefs", prefs)
     driver = webdriver.Chrome(options=options, service=Service(str(CHROMEDRIVER)))
     driver.implicitly_wait(0)
     return driver
