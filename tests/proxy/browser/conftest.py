@@ -34,7 +34,7 @@ FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--disable-background-ne
 def _install_chromium() -> None:
     if CHROMIUM.exists() and CHROMEDRIVER.exists():
         return
-    command = ["apt-get", "install", "-y", "--no-install-recommends", "chromium", "chromium-driver"]
+    command = ["apt-get", "install", "-y", "chromium", "chromium-driver"]
     if os.geteuid() != 0:
         pytest.fail(f"the browser tests need Debian's chromium and chromium-driver: sudo {' '.join(command)}",
                     pytrace=False)
