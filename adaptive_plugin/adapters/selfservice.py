@@ -11,7 +11,8 @@ the caller's credential, never from the request alone:
 
 Provider keys are write-only: views carry the fingerprint, the last four characters, status,
 health (as this worker sees it: cooldowns and rate windows are per process), spend this
-period and last use (the key's latest ledger row), never the key or the vault's key id.
+period and last use (the latest ledger row that ended on the key), never the key or the
+vault's key id.
 """
 
 from __future__ import annotations
@@ -69,7 +70,9 @@ class ProviderKeyStatus(BaseModel):
     spent_usd: Decimal | None = Field(description="Provider cost on this key in the cap's current UTC day or month.")
     rpm_limit: int | None
     created_at: datetime
-    last_used_at: datetime | None = Field(description="The key's latest request (success or failure).")
+    last_used_at: datetime | None = Field(description=(
+        "The latest request that ended on this key, answered or failed (a failed attempt that fell back to "
+        "another key is in that request's fallbacks instead)."))
 
 
 class RotateResult(BaseModel):

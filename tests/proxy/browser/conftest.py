@@ -97,7 +97,7 @@ def shot(tmp_path: Path) -> Callable[[webdriver.Chrome, str], Path]:
 
     def take(driver: webdriver.Chrome, name: str, *, docs: bool = False) -> Path:
         height = int(driver.execute_script("return document.documentElement.scrollHeight"))
-        driver.set_window_size(1280, min(max(height + 20, 700), 4000))
+        driver.set_window_size(1280, min(max(height + 160, 700), 4000))  # the window's frame included
         path = folder / f"{name}.png"
         assert driver.save_screenshot(str(path)), name
         driver.set_window_size(1280, 900)

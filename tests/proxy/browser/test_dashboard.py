@@ -160,18 +160,28 @@ def test_a_project_admin_runs_the_dashboard_end_to_end(browser: webdriver.Chrome
     assert page.unlabelled_fields() == []
     shot(browser, "api-keys", docs=True)
 
-    # a request with the openai SDK: in the log with its fee, and in usage
+    # a rate-limited key tried first (added by API): the request falls back to the key added above
+    limited = byok_key("ui-rate-limited", "429", retry_after=600)
+    gateway.fake.set_keys(FAKE_KEYS)
+    limited_id = project.call("POST", "/adaptive/self/provider-keys", expect=201, json={
+        "environment": "production", "provider": "openai", "api_key": limited, "priority": 0}).json()["id"]
+    sync()
+
+    # a request with the openai SDK: in the log with its key, fallback and fee, and in usage
     client = gateway.client(chat_key)
     _, headers = chat(client, "what does the dashboard show", extra_headers=NO_STORE)
+    assert headers["x-adaptive-fallbacks"].endswith(":rate_limited")
     project.log(wait_for=1)
     page.open("/requests")
     row = page.css(f"tr[data-request-id='{headers['x-adaptive-request-id']}']")
     assert "openai" in row.text and "your key" in row.text and headers["x-adaptive-key-fingerprint"] in row.text
+    assert "rate_limited" in row.text
     assert f"${headers['x-adaptive-overhead-fee-usd']}" == row.find_element(By.CSS_SELECTOR, ".fee").text
     assert page.unlabelled_fields() == []
 
     page.open("/keys")
     assert "never" not in page.key_rows()[key_id].text  # last used: now
+    assert "cooling down" in page.key_rows()[limited_id].text  # and the limited key waits out its retry-after
     shot(browser, "keys", docs=True)
 
     # rotate by keyboard-free form use: the new key takes over, the old one is revoked
@@ -182,13 +192,14 @@ def test_a_project_admin_runs_the_dashboard_end_to_end(browser: webdriver.Chrome
     assert "Key rotated" in page.notice() and second not in browser.page_source
     rows = page.key_rows()
     assert "revoked" in rows[key_id].text and "rotated to" in rows[key_id].text
-    [new_id] = [k for k in rows if k != key_id]
+    [new_id] = [k for k in rows if k not in (key_id, limited_id)]
     sync()
     mark = gateway.mark()
     _, headers = chat(client, "after rotating in the dashboard", extra_headers=NO_STORE)
     assert [c["key_label"] for c in gateway.calls_since(mark)] == ["ui-rotated"]
 
-    # revoke: the pooled key takes over (the project's policy), billed with the model cost
+    # revoke: the pooled key takes over (the project's policy; the other key still cools down),
+    # billed with the model cost
     page.submit(page.key_rows()[new_id].find_element(By.CSS_SELECTOR, "form[action$='/revoke']"))
     assert "revoked" in page.notice() and "revoked" in page.key_rows()[new_id].text
     sync()
@@ -257,11 +268,17 @@ def test_core_forms_work_without_javascript(browser_factory: Callable[..., webdr
     page = Page(browser_factory(javascript=False), gateway)
     page.sign_in(project.admin_key)
     assert not page.scripts_ran()  # app.js never ran: what follows works on HTML forms alone
-    add_key_in_form(page, registered("nojs-key", gateway=gateway))
+    add_key_in_form(page, registered("nojs-first", gateway=gateway), priority=1)
     assert "Provider key added" in page.notice()
-    [(key_id, row)] = page.key_rows().items()
-    page.submit(row.find_element(By.CSS_SELECTOR, "form[action$='/revoke']"))  # no confirm dialog without script
-    assert "revoked" in page.key_rows()[key_id].text
+    add_key_in_form(page, registered("nojs-second", gateway=gateway), priority=2)
+    first, second = page.key_rows()
+    # reorder: the first key moves down, the second is now tried first
+    page.submit(page.key_rows()[first].find_element(By.CSS_SELECTOR, "form[action$='/down']"))
+    assert "Try order changed" in page.notice() and list(page.key_rows()) == [second, first]
+    chain = project.call("GET", "/adaptive/self/provider-keys", expect=200).json()
+    assert [k["id"] for k in sorted(chain, key=lambda k: k["priority"])] == [second, first]
+    page.submit(page.key_rows()[first].find_element(By.CSS_SELECTOR, "form[action$='/revoke']"))  # no confirm without script
+    assert "revoked" in page.key_rows()[first].text
     page.open("/api-keys")
     page.submit(page.css("form[action$='/api-keys/create']"))
     assert (page.css("#new-api-key").get_attribute("value") or "").startswith("ak-prd-")
