@@ -32,7 +32,7 @@ PINNED = "1.106.12"
 
 # Public methods that are ours, not LiteLLM overrides.
 OWN_METHODS = {
-    AdaptiveHooks: {"install", "ensure_strategy", "authenticate", "prefetch_embedding", "principal_of"},
+    AdaptiveHooks: {"install", "ensure_strategy", "principal_of", "strategy"},
     AdaptiveCacheBackend: {"store_answer", "prefetch", "adopt", "start_embedding"},
     AdaptiveRoutingStrategy: {"pooled_failed", "pooled_healthy"},
 }
