@@ -62,13 +62,13 @@ _PROXY_FIELDS = frozenset({
 _FAST_PATHS = frozenset(route for route in CHAT_ROUTES if "{" not in route)
 # the chat routes that take the model from the path
 _PATH_MODEL_ROUTES = tuple(
-    re.compile("^" + re.escape(route).replace(re.escape("{model:path}"), "(?P<model>.+)") + "$")
+    re.compile("^" + re.escape(route).replace(re.escape("{model:path}"), "(?P<model>.+)") + "$", re.DOTALL)
     for route in sorted(CHAT_ROUTES) if "{model:path}" in route
 )
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 # the project routes as patterns of the paths they serve, with their methods
 _PROJECT_PATTERNS = tuple(
-    (re.compile("^" + re.sub(r"\\\{[^}]*:path\\\}", ".+", re.sub(r"\\\{[^}:]*\\\}", "[^/]+", re.escape(route))) + "$"), methods)
+    (re.compile("^" + re.sub(r"\\\{[^}]*:path\\\}", ".+", re.sub(r"\\\{[^}:]*\\\}", "[^/]+", re.escape(route))) + "$", re.DOTALL), methods)
     for route, methods in PROJECT_ROUTES.items()
 )
 # where LiteLLM looks for a caller's key (besides the query string's `key`)
@@ -205,11 +205,10 @@ class RouteGuard:
             return info, is_public(info.template, self.opened)
         return None, False
 
-    def _is_operator(self, scope: dict[str, Any]) -> bool:
+    def _is_operator(self, headers: dict[str, str]) -> bool:
         master = self.master_key()
         if not master:
             return False
-        headers = _headers(scope)
         candidates = [headers.get("x-litellm-api-key", ""), headers.get("api-key", ""), headers.get("x-api-key", "")]
         auth = headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
@@ -218,29 +217,30 @@ class RouteGuard:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope.get("type") in ("http", "websocket"):
-            operator = self._is_operator(scope)
-            info, public = self.decide(scope)
-            if not operator and not public:
-                if info is not None:
+            headers = _headers(scope)
+            operator = self._is_operator(headers)
+            if not operator:
+                info, public = self.decide(scope)
+                if info is not None and not public:
                     await self._refuse_route(scope, send, info.template)
                     return
-                if _carries_project_key(scope) and not _project_route(scope):
+                if not public and _carries_project_key(scope, headers) and not _project_route(scope):
                     # the custom auth refuses these too, but only after LiteLLM's own dependencies ran
                     await self._refuse_route(scope, send, _route_path(scope), project=True)
                     return
-            if scope["type"] == "http" and not operator and str(scope.get("method", "")).upper() in _BODY_METHODS:
-                body, receive = await _buffer_body(receive)
-                try:
-                    self.check_body(scope, body)
-                except BoundaryError as exc:
-                    await _send_error(send, exc.status_code, exc.code, exc.message, exc.param)
-                    return
+                if scope["type"] == "http" and str(scope.get("method", "")).upper() in _BODY_METHODS:
+                    body, receive = await _buffer_body(receive)
+                    try:
+                        self.check_body(scope, body, headers)
+                    except BoundaryError as exc:
+                        await _send_error(send, exc.status_code, exc.code, exc.message, exc.param)
+                        return
         await self.inner(scope, receive, send)
 
-    def check_body(self, scope: dict[str, Any], body: bytes) -> None:
+    def check_body(self, scope: dict[str, Any], body: bytes, headers: dict[str, str] | None = None) -> None:
         """BoundaryError for a body no route may get (see the module docstring)."""
         path = _route_path(scope)
-        headers = _headers(scope)
+        headers = _headers(scope) if headers is None else headers
         media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
         model = _path_model(path)
         chat = path in _FAST_PATHS or model is not None
@@ -261,7 +261,8 @@ class RouteGuard:
                 if name not in ALLOWED_LITELLM_FIELDS and (name in self.forbidden or forbidden_by_pattern(name)):
                     raise ForbiddenParameterError(f"{name!r} is not accepted in a request body", param=name)
             return
-        query_model = parse_qs(str(scope.get("query_string", b""), "latin-1")).get("model")
+        raw_query = scope.get("query_string", b"")
+        query_model = parse_qs(str(raw_query, "latin-1")).get("model") if raw_query else None
         override = model if model is not None else (query_model[0] if query_model else None)
         if override is not None and isinstance(parsed, dict):
             parsed = {**parsed, "model": override}
@@ -281,16 +282,18 @@ class RouteGuard:
         await _send_error(send, 403, "route_not_allowed", message, None)
 
 
-def _carries_project_key(scope: dict[str, Any]) -> bool:
+def _carries_project_key(scope: dict[str, Any], headers: dict[str, str]) -> bool:
     """Whether the request presents a project's chat key where LiteLLM would look for a key."""
-    headers = _headers(scope)
     for name in _KEY_HEADERS:
         value = headers.get(name, "").strip()
         if name == "authorization" and value.lower().startswith("bearer "):
             value = value[7:].strip()
         if value.startswith(PROJECT_KEY_PREFIX):
             return True
-    query = parse_qs(str(scope.get("query_string", b""), "latin-1"))
+    raw = scope.get("query_string", b"")
+    if not raw:
+        return False
+    query = parse_qs(str(raw, "latin-1"))
     return any(v.startswith(PROJECT_KEY_PREFIX) for v in query.get("key", ()))
 
 
@@ -322,10 +325,15 @@ def _parse_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise InvalidRequestError("the request body is not valid UTF-8", param=None) from None
     try:
-        return json.loads(text)
+        parsed = json.loads(text)
     except ValueError as exc:
         raise InvalidRequestError(f"the request body is not valid JSON ({exc.msg} at character {exc.pos})",
                                   param=None) from None
+    try:  # the standard library accepts escapes of lone surrogates, which no provider can encode
+        json.dumps(parsed, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidRequestError("the request body contains an unpaired UTF-16 surrogate escape", param=None) from None
+    return parsed
 
 
 async def _buffer_body(receive: Any) -> tuple[bytes, Any]:

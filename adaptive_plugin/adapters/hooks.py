@@ -294,10 +294,31 @@ class AdaptiveHooks(CustomLogger):
         model = hidden.get("litellm_model_name") or getattr(response, "model", None)
         return accounting.headers_for(state, model=model, fee=fee)
 
+    async def async_post_call_success_hook(self, data: dict, user_api_key_dict: Any, response: Any) -> Any:
+        """Fails closed: a call that produced no response is the client's error, not a 200.
+
+        LiteLLM's OpenAI-compatible handler (with `drop_params`) answers a provider's 422 by
+        retrying once without the parameters the provider named, and when that is refused too
+        it returns nothing at all, which the proxy would send as a 200 with the body `null`.
+        """
+        if response is not None:
+            return None
+        state = self.registry.get(request_metadata(data))
+        if state is not None and not state.finished:
+            state.finished = True
+            row = accounting.ledger_row(state, usage=Usage(), fee=accounting.Fee(0, 0), model="", response_cost=None,
+                                        outcome="error", status_code=422, error_code="provider_unprocessable")
+            self.ctx.ledger.record(row)
+            accounting.record_metrics(row, project_labels=self.settings.metrics_project_labels)
+            self._retire(state)
+        raise HTTPException(status_code=422, detail={
+            "error": "the provider refused the request as unprocessable (422), also without the parameters it named",
+            "code": "provider_unprocessable"})
+
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         """Fails open: billing problems are logged, never turned into a client error."""
         state = self.registry.get(request_metadata(kwargs))
-        if state is None or state.finished:
+        if state is None or state.finished or response_obj is None:
             return
         state.finished = True
         slo = kwargs.get("standard_logging_object") or {}

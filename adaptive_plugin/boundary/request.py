@@ -134,7 +134,10 @@ def _logit_bias(name: str, value: Any) -> None:
     if not isinstance(value, dict) or len(value) > 1024:
         raise InvalidRequestError(f"{name} must be an object of at most 1024 token ids", param=name)
     for token, bias in value.items():
-        _number(-100, 100)(f"{name}[{token!r}]", bias)
+        try:
+            _number(-100, 100)(f"{name}[{token!r}]", bias)
+        except InvalidRequestError as exc:
+            raise InvalidRequestError(exc.message, param=name) from None
 
 
 def _tools(name: str, value: Any) -> None:
