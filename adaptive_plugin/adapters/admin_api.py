@@ -19,7 +19,7 @@ from adaptive_plugin.adapters import routing
 from adaptive_plugin.adapters.auth import AuthGate, is_master_key
 from adaptive_plugin.adapters.guard import route_table
 from adaptive_plugin.adapters.runtime import OPERATOR, Runtime
-from adaptive_plugin.boundary import is_public, project_may_call
+from adaptive_plugin.boundary import check_chat_body, is_public, project_may_call
 from adaptive_plugin.errors import AdaptiveError, AuthenticationError
 from adaptive_plugin.keys import (
     ApiKeyCreated,
@@ -190,6 +190,8 @@ def build_router(runtime: Runtime, gate: AuthGate, *, opened_routes: frozenset[s
             raise HTTPException(status_code=400, detail={"message": "body must be a JSON object", "code": "invalid_body"})
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
+            # the body of a chat request, held to the same rules (a model name is optional here)
+            check_chat_body({"model": runtime.settings.auto_model_name, **body}, forbidden=gate.forbidden_fields)
             return await routing.explain(runtime, principal, body, headers)
         except AdaptiveError as exc:
             raise as_http(exc) from exc
