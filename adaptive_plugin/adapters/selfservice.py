@@ -44,7 +44,7 @@ from adaptive_plugin.keys.models import BYOK_PLANS, CapPeriod, Environment, Fall
 from adaptive_plugin.keys.service import API_KEY_PREFIX
 
 if TYPE_CHECKING:
-    from adaptive_plugin.adapters.hooks import AdaptiveHooks
+    from adaptive_plugin.adapters.runtime import Runtime
 
 USAGE_GROUPS = tuple(f for f in GROUP_FIELDS if f != "project_id")
 ENVIRONMENTS: tuple[str, ...] = ("production", "staging", "dev")
@@ -146,11 +146,11 @@ def decode_cursor(cursor: str) -> int:
         raise ValueError("cursor is not one this API returned (use next_cursor as given)") from None
 
 
-def available_models(hooks: AdaptiveHooks) -> list[str] | None:
+def available_models(runtime: Runtime) -> list[str] | None:
     """The proxy's model groups, or None before the router exists."""
-    if not hooks.ensure_strategy():
+    if not runtime.ensure_strategy():
         return None
-    return sorted(hooks.index.groups())
+    return sorted(runtime.index.groups())
 
 
 def check_models(groups: list[str] | None, models: list[str] | None) -> None:
@@ -167,10 +167,10 @@ def check_models(groups: list[str] | None, models: list[str] | None) -> None:
 class SelfService:
     """The self-service operations over one plugin context (synchronous: run them in a thread)."""
 
-    def __init__(self, hooks: AdaptiveHooks) -> None:
-        self.hooks = hooks
-        self.ctx = hooks.ctx
-        self.admins = AdminKeyService(hooks.ctx.engine)
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.ctx = runtime.ctx
+        self.admins = AdminKeyService(runtime.ctx.engine)
 
     # -- who is calling ------------------------------------------------------------------
 
@@ -202,7 +202,7 @@ class SelfService:
 
     def available_models(self) -> list[str] | None:
         """Call on the event loop (the router's model list is not read from threads)."""
-        return available_models(self.hooks)
+        return available_models(self.runtime)
 
     def project(self, principal: AdminPrincipal, models: list[str] | None) -> SelfProject:
         view = self.ctx.keys.get_project(self.project_of(principal))

@@ -41,7 +41,7 @@ from adaptive_plugin.keys.admin import (
 )
 
 if TYPE_CHECKING:
-    from adaptive_plugin.adapters.hooks import AdaptiveHooks
+    from adaptive_plugin.adapters.runtime import Runtime
 
 T = TypeVar("T")
 SELF_PREFIX = "/adaptive/self"
@@ -168,19 +168,19 @@ def build_router(svc: SelfService) -> APIRouter:
     return router
 
 
-def require_known_models(hooks: "AdaptiveHooks", models: list[str] | None) -> None:
+def require_known_models(runtime: "Runtime", models: list[str] | None) -> None:
     """400 naming a model that is not one of the gateway's model groups (call on the event loop)."""
     try:
-        check_models(available_models(hooks), models)
+        check_models(available_models(runtime), models)
     except AdaptiveError as exc:
         raise http_error(exc) from exc
 
 
-def routers(hooks: "AdaptiveHooks") -> list[APIRouter]:
+def routers(runtime: "Runtime") -> list[APIRouter]:
     """The self-service API, the operator's admin-key routes and (unless turned off) the dashboard."""
-    svc = SelfService(hooks)
+    svc = SelfService(runtime)
     out = [build_router(svc), build_operator_router(svc)]
-    if hooks.settings.ui_enabled:
+    if runtime.settings.ui_enabled:
         from adaptive_plugin.adapters.ui import build_router as build_ui
 
         out.append(build_ui(svc))

@@ -46,6 +46,7 @@ OPERATIONS = [
     ("GET", "/adaptive/usage"),
     ("GET", "/adaptive/requests"),
     ("POST", "/adaptive/select-model"),
+    ("GET", "/adaptive/routes"),
     ("POST", "/adaptive/projects/{project_id}/admin-keys"),
     ("GET", "/adaptive/projects/{project_id}/admin-keys"),
     ("POST", "/adaptive/projects/{project_id}/admin-keys/{key_id}/revoke"),

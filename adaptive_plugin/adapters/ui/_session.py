@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from starlette.responses import Response
 
-from adaptive_plugin.adapters.auth import _master_key
+from adaptive_plugin.adapters.auth import master_key
 from adaptive_plugin.adapters.selfservice import SelfService
 from adaptive_plugin.keys.admin import AdminPrincipal
 from adaptive_plugin.keys.sessions import DashboardSessions, SessionInfo, credential_hash, csrf_token
@@ -76,7 +76,7 @@ class SessionGate:
     def sign_in(self, key: str) -> str:
         """A new session token for a project admin key or the master key; AuthenticationError otherwise."""
         key = key.strip()
-        master = _master_key()
+        master = master_key()
         if master and same_token(key, master):
             return self.sessions.start("operator", credential=credential_hash(master), project_id=None)
         principal = self.svc.authorize(key, None)  # refuses chat keys (403) and unknown keys (401)
@@ -88,7 +88,7 @@ class SessionGate:
         if info is None:
             return None
         if info.role == "operator":
-            master = _master_key()
+            master = master_key()
             if not master or not same_token(info.credential, credential_hash(master)):
                 self.sessions.end(token)
                 return None
