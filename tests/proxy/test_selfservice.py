@@ -33,6 +33,8 @@ def test_a_project_admin_sets_up_and_monitors_without_the_master_key(gateway: Ga
     assert (entry["provider"], entry["key_source"], entry["key_fingerprint"]) == ("openai", "byok", view["fingerprint"])
     assert Decimal(entry["overhead_fee_usd"]) == Decimal(headers["x-adaptive-overhead-fee-usd"]) > 0
     assert entry["ts"].endswith("Z") or entry["ts"].endswith("+00:00")
+    operator_view = gateway.admin("GET", "/adaptive/requests", params={"project_id": p.id}, expect=200).json()
+    assert operator_view[0]["ts"].endswith("+00:00")  # the operator's log carries the timezone too
     [listed] = p.call("GET", "/adaptive/self/provider-keys", expect=200).json()
     assert listed["last_used_at"] is not None and listed["health"] == "ok" and secret not in str(listed)
 
