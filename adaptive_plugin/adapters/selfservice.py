@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from adaptive_plugin.adapters.runtime import Runtime
 
 USAGE_GROUPS = tuple(f for f in GROUP_FIELDS if f != "project_id")
+_COUNTS = ("requests", "input_tokens", "cached_tokens", "output_tokens", "overhead_fee_micros", "model_cost_micros")
 ENVIRONMENTS: tuple[str, ...] = ("production", "staging", "dev")
 Health = Literal["ok", "cooling_down", "invalid", "revoked", "over_spend_cap", "rate_limited"]
 
@@ -126,7 +127,7 @@ class RequestLogPage(BaseModel):
 class UsageReport(BaseModel):
     group_by: list[str]
     rows: list[dict[str, Any]]
-    total: dict[str, Any] = Field(description="The ledger's totals over the same filters (the rows add up to it).")
+    total: dict[str, Any] = Field(description="The sums of the rows: the ledger's totals over the same filters.")
 
 
 def encode_cursor(last_id: int) -> str:
@@ -332,8 +333,15 @@ class SelfService:
         options: dict[str, Any] = dict(project_id=pid, since_day=since or None, until_day=until or None,
                                        environment=environment)
         rows = self.ctx.ledger.totals(group_by=group_by, **options)
-        total = self.ctx.ledger.totals(group_by=[], **options)
-        return UsageReport(group_by=group_by, rows=rows, total=total[0])
+        if not group_by:
+            return UsageReport(group_by=[], rows=rows, total=rows[0])
+        # summed from the same rows (one snapshot of the ledger): a second query could see rows
+        # written in between, and the total would not be the sum of the rows shown with it
+        total: dict[str, Any] = {name: sum(r[name] for r in rows) for name in _COUNTS}
+        for name in ("overhead_fee", "model_cost"):
+            total[f"{name}_usd"] = str(micros_to_usd(total[f"{name}_micros"]))
+        total["total_usd"] = str(micros_to_usd(total["overhead_fee_micros"] + total["model_cost_micros"]))
+        return UsageReport(group_by=group_by, rows=rows, total=total)
 
 
 __all__ = ["ENVIRONMENTS", "ProviderKeyStatus", "RequestLogEntry", "RequestLogPage", "RotateResult", "SelfProject",
