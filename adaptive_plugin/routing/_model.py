@@ -1,12 +1,16 @@
-"""The trained complexity model: two linear heads and their calibration, loaded from an .npz.
+"""The trained complexity model: two linear heads, a keyword-tier term and their calibration, from an .npz.
 
 * the *full* head reads `[embedding (384), handcrafted features]`;
-* the *features* head reads the handcrafted features alone, for when no embedding exists.
+* the *features* head reads the handcrafted features alone, for when no embedding exists;
+* the *keyword term* (`KeywordTerm`) adds LiteLLM's keyword complexity tier, which the adapters
+  compute and pass in (this package never imports litellm), to prompts that are not
+  multiple-choice questions.
 
-Each head predicts the strong-minus-weak quality gain of a prompt; `calibrate` maps the raw
-prediction to its quantile among the training prompts, so a score of 0.8 means "needs a
-stronger model than 80% of the reference prompts" for either head. The artifact records
-the feature names it was trained with and loading fails if they differ from the code.
+Each head predicts the strong-minus-weak quality gain of a prompt in units of its spread over
+the training prompts; `calibrate` maps head plus keyword term to its quantile among the
+training prompts, so a score of 0.8 means "needs a stronger model than 80% of the reference
+prompts" for either head. The artifact records the feature names it was trained with and
+loading fails if they differ from the code.
 """
 
 from __future__ import annotations
@@ -46,6 +50,45 @@ class LinearHead:
         return float(out) if np.ndim(out) == 0 else np.asarray(out)
 
 
+_CHOICES = FEATURE_NAMES.index("choices")
+MULTIPLE_CHOICE_MIN = 0.3
+"""`choices` feature at or above this (two or more lettered options) marks a multiple-choice
+question: the keyword term leaves those alone (LiteLLM's tiers rank MMLU's questions below
+our head: 0.649 against 0.724 held out)."""
+
+
+@dataclass(frozen=True)
+class KeywordTerm:
+    """`weight * (tier - mean) / std` for prompts that are not multiple-choice, else 0.
+
+    `tier` is LiteLLM's keyword complexity tier of the query text as a number: the tier's rank
+    (SIMPLE 1 .. REASONING 4) plus its weighted score / 10 (see `adapters/keyword_tier.py`).
+    Without a tier the term is 0: the score of an average tier.
+    """
+
+    weight: float
+    mean: float
+    std: float
+
+    def value(self, tier: float | None, features: np.ndarray) -> float:
+        if tier is None or self.weight == 0.0 or is_multiple_choice(features):
+            return 0.0
+        return self.weight * (float(tier) - self.mean) / self.std
+
+    def values(self, tiers: np.ndarray, features: np.ndarray) -> np.ndarray:
+        """The term for each row (NaN tier: 0)."""
+        applies = (features[:, _CHOICES] < MULTIPLE_CHOICE_MIN) & ~np.isnan(tiers)
+        return np.where(applies, self.weight * (np.nan_to_num(tiers, nan=self.mean) - self.mean) / self.std, 0.0)
+
+
+def is_multiple_choice(features: np.ndarray) -> bool:
+    """Whether a `handcrafted_features` vector is of a question with two or more lettered options."""
+    return bool(features[_CHOICES] >= MULTIPLE_CHOICE_MIN)
+
+
+NO_KEYWORD_TERM = KeywordTerm(weight=0.0, mean=0.0, std=1.0)
+
+
 @dataclass(frozen=True)
 class ComplexityModel:
     """Both heads plus what they were trained on (`info`, free-form JSON)."""
@@ -55,6 +98,7 @@ class ComplexityModel:
     embedding_dim: int
     feature_names: tuple[str, ...]
     info: dict[str, Any] = field(default_factory=dict)
+    keyword: KeywordTerm = NO_KEYWORD_TERM
 
     def save(self, path: Path) -> None:
         """Write the model as a compressed .npz (float32 weights)."""
@@ -70,6 +114,7 @@ class ComplexityModel:
                 features_knots=self.features.knots.astype(np.float64),
                 embedding_dim=np.int64(self.embedding_dim),
                 feature_names=np.asarray(self.feature_names),
+                keyword=np.asarray([self.keyword.weight, self.keyword.mean, self.keyword.std], dtype=np.float64),
                 info=np.asarray(json.dumps(self.info, sort_keys=True)),
             )
 
@@ -87,8 +132,9 @@ class ComplexityModel:
                     embedding_dim=int(data["embedding_dim"]),
                     feature_names=names,
                     info=json.loads(str(data["info"])),
+                    keyword=KeywordTerm(*(float(v) for v in data["keyword"])),
                 )
-        except (OSError, KeyError, ValueError) as exc:
+        except (OSError, KeyError, ValueError, TypeError) as exc:
             raise RoutingError(f"cannot read the complexity model {path}: {exc}") from exc
         if names != FEATURE_NAMES:
             raise RoutingError(
