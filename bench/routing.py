@@ -56,8 +56,15 @@ ARENA_LINE_UP = {1: "mistralai/Mistral-7B-Instruct-v0.1", 2: "mistralai/Mixtral-
 
 
 def litellm_scores(ds: Dataset) -> np.ndarray:
-    """LiteLLM 1.106.12 ComplexityRouter.classify on each prompt: tier rank + weighted score / 10."""
-    return np.asarray([keyword_tier(query_text(m)) or 0.0 for m in ds.messages])
+    """LiteLLM 1.106.12 ComplexityRouter.classify on each whole query (as LiteLLM's router runs it,
+    not our 800-character window): tier rank + weighted score / 10."""
+    from adaptive_plugin.adapters.keyword_tier import TIER_RANK, _classifier
+
+    out = []
+    for messages in ds.messages:
+        tier, score, _signals = _classifier().classify(query_text(messages))
+        out.append(TIER_RANK[tier.value] + float(score) / 10.0)
+    return np.asarray(out)
 
 
 def length_scores(ds: Dataset) -> np.ndarray:

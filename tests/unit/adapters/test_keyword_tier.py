@@ -23,7 +23,7 @@ def no_installed_source() -> Iterator[None]:
 
 def test_tier_is_litellms_rank_plus_a_tenth_of_its_score() -> None:
     text = "Write a Python function that parses a CSV file and returns a list of dicts, with type hints."
-    tier, score, _signals = kt._classifier().classify(text)
+    tier, score, _signals = kt._classifier().classify(text)  # short: the window is the whole text
     assert kt.keyword_tier(text) == pytest.approx(kt.TIER_RANK[tier.value] + score / 10.0)
 
 
@@ -57,3 +57,18 @@ def test_package_level_complexity_score_installs_litellms_tier(no_installed_sour
     score = adaptive_plugin.complexity_score
     assert _assess._keyword_tier_source is kt.keyword_tier
     assert 0.0 <= score([{"role": "user", "content": "Prove that sqrt(2) is irrational, step by step."}]) <= 1.0
+
+
+def test_long_prompts_are_scored_on_the_scan_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: list[str] = []
+    real = kt._classifier()
+
+    class Recorder:
+        def classify(self, text: str) -> tuple[object, float, list[str]]:
+            seen.append(text)
+            return real.classify(text)
+
+    monkeypatch.setattr(kt, "_classifier", lambda: Recorder())
+    long_text = "Explain the algorithm. " * 5000
+    assert kt.keyword_tier(long_text) is not None
+    assert len(seen[0]) < 1000 and seen[0].startswith("Explain the algorithm.")
