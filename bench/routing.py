@@ -76,7 +76,7 @@ def held_out_scores(ds: Dataset) -> np.ndarray:
     out = np.zeros(len(ds.gain))
     for held in held_out_folds(ds, "source"):
         model = fit_model(ds, np.nonzero(~held)[0])
-        raw = model.full.raw(ds.full[held]) + model.keyword.values(ds.tiers[held], ds.features[held])
+        raw = model.keyword.combine_many(model.full.raw(ds.full[held]), ds.tiers[held], ds.features[held])
         out[held] = model.full.calibrate(raw)
     return out
 

@@ -109,10 +109,10 @@ def assess(
                 f"the router expects a {m.embedding_dim}-dimensional embedding, got {vec.shape[0]} dimensions"
             )
         x = np.concatenate([vec, feats])
-        raw = float(m.full.raw(x)) + m.keyword.value(keyword_tier, feats)
+        raw = m.keyword.combine(float(m.full.raw(x)), keyword_tier, feats)
         score = float(m.full.calibrate(raw))
     else:
-        raw = float(m.features.raw(feats)) + m.keyword.value(keyword_tier, feats)
+        raw = m.keyword.combine(float(m.features.raw(feats)), keyword_tier, feats)
         score = float(m.features.calibrate(raw))
     score = _with_depth(score, messages)
     return Assessment(

@@ -20,7 +20,7 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -87,6 +87,12 @@ left out: they rank MMLU's maths subjects *up* although the weak model wins thos
 and carry nothing within GSM8K. The labels alone disagree across sources (AlpacaEval: the
 strong model wins nearly everything, chit-chat included), so the learned ranking is added to
 this prior instead of replacing it."""
+OPEN_HEAD_WEIGHT = 0.0
+"""Weight of our head beside the keyword term on open prompts that are neither maths nor code
+(`_model.HEAD_TASKS`) when a tier is given: LiteLLM's score alone ranked them better held out
+(AlpacaEval 0.492 at 0, 0.484 at 0.1-0.25, 0.479 at 1; Arena 0.529 at 0, 0.525 at 1; GSM8K and
+MMLU within 0.003). Chosen on the other three sources, 0 won for three of the four held-out
+sources (0.5 for AlpacaEval). Without a tier the head ranks them alone."""
 CATEGORY_FOLDS = 8
 
 
@@ -297,12 +303,12 @@ def fit_head(
     *,
     alpha: float,
     blend: float,
-    extra: np.ndarray | None = None,
+    combine: Callable[[np.ndarray], np.ndarray] | None = None,
     factors: dict[str, float] | None = None,
 ) -> LinearHead:
     """Fit a ridge head on the informative rows (sources weighted equally, times `factors`;
     a source at factor 0 is not fitted), add it to the prior, scale the sum to unit spread
-    over all rows, and calibrate `sum + extra` (the keyword term) on all rows.
+    over all rows, and calibrate `combine(sum)` (with the keyword term) on all rows.
 
     Both parts are linear, so the sum `prior / sd(prior) + blend * learned / sd(learned)`
     folds into one weight vector: no extra cost at request time.
@@ -315,7 +321,8 @@ def fit_head(
     raw = x @ coef
     coef = coef / (raw.std() + 1e-12)
     bias = -float(raw.mean()) / (raw.std() + 1e-12)
-    combined = x @ coef + bias + (0.0 if extra is None else extra)
+    head = x @ coef + bias
+    combined = head if combine is None else combine(head)
     knots = weighted_quantiles(combined, balanced_weights(groups), np.linspace(0.0, 1.0, N_KNOTS))
     knots = knots + np.arange(N_KNOTS) * 1e-9  # strictly increasing for np.interp
     return LinearHead(weights=coef.astype(np.float32), bias=bias, knots=knots)
@@ -330,13 +337,14 @@ def weighted_quantiles(values: np.ndarray, weights: np.ndarray, levels: np.ndarr
     return np.interp(levels, cum, v)
 
 
-def keyword_term(ds: Dataset, rows: np.ndarray, weight: float) -> KeywordTerm:
+def keyword_term(ds: Dataset, rows: np.ndarray, weight: float, open_head_weight: float) -> KeywordTerm:
     """The keyword term standardised over `rows` (those with a tier)."""
     tiers = ds.tiers[rows]
     known = tiers[~np.isnan(tiers)]
     if weight == 0.0 or known.size < 2:
         return KeywordTerm(weight=0.0, mean=0.0, std=1.0)
-    return KeywordTerm(weight=float(weight), mean=float(known.mean()), std=float(known.std() + 1e-9))
+    return KeywordTerm(weight=float(weight), mean=float(known.mean()), std=float(known.std() + 1e-9),
+                       open_head_weight=float(open_head_weight))
 
 
 def fit_model(
@@ -347,18 +355,23 @@ def fit_model(
     arena_target: str = ARENA_TARGET,
     arena_weight: float = ARENA_WEIGHT,
     keyword_weight: float = KEYWORD_WEIGHT,
+    open_head_weight: float = OPEN_HEAD_WEIGHT,
 ) -> ComplexityModel:
     """Fit both heads and the keyword term on `rows` (all rows by default)."""
     idx = np.arange(len(ds.gain)) if rows is None else rows
     y, groups, informative = ds.target_for(arena_target)[idx], ds.source[idx], ds.informative[idx]
-    term = keyword_term(ds, idx, keyword_weight)
-    extra = term.values(ds.tiers[idx], ds.features[idx])
+    term = keyword_term(ds, idx, keyword_weight, open_head_weight)
+    tiers, feats = ds.tiers[idx], ds.features[idx]
+
+    def combine(head: np.ndarray) -> np.ndarray:
+        return term.combine_many(head, tiers, feats)
+
     factors = {ARENA: arena_weight}
     return ComplexityModel(
-        full=fit_head(ds.full[idx], y, groups, informative, alpha=ALPHA_FULL, blend=BLEND_FULL, extra=extra,
+        full=fit_head(ds.full[idx], y, groups, informative, alpha=ALPHA_FULL, blend=BLEND_FULL, combine=combine,
                       factors=factors),
         features=fit_head(ds.features[idx], y, groups, informative, alpha=ALPHA_FEATURES, blend=BLEND_FEATURES,
-                          extra=extra, factors=factors),
+                          combine=combine, factors=factors),
         embedding_dim=ds.embeddings.shape[1],
         feature_names=FEATURE_NAMES,
         info=info or {},
@@ -386,11 +399,11 @@ def cross_validate(ds: Dataset, scheme: str, **fit: Any) -> dict[str, np.ndarray
     out = {name: np.zeros(len(ds.gain)) for name in ("full", "features", "full, no keyword")}
     for held in held_out_folds(ds, scheme):
         model = fit_model(ds, np.nonzero(~held)[0], **fit)
-        term = model.keyword.values(ds.tiers[held], ds.features[held])
+        tiers, feats = ds.tiers[held], ds.features[held]
         head = model.full.raw(ds.full[held])
-        out["full"][held] = head + term
+        out["full"][held] = model.keyword.combine_many(head, tiers, feats)
         out["full, no keyword"][held] = head
-        out["features"][held] = model.features.raw(ds.features[held]) + term
+        out["features"][held] = model.keyword.combine_many(model.features.raw(feats), tiers, feats)
     return out
 
 
@@ -430,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "arena_target": ARENA_TARGET,
         "arena_weight": ARENA_WEIGHT,
         "keyword_weight": KEYWORD_WEIGHT,
+        "open_head_weight": OPEN_HEAD_WEIGHT,
         "keyword": "LiteLLM ComplexityRouter.classify: tier rank + weighted score / 10, prompts that are not multiple-choice",
         "embedding_text": "first 512 characters of query_text",
         "alpha_full": ALPHA_FULL,

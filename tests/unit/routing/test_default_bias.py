@@ -77,9 +77,8 @@ def test_default_bias_on_arena_strong_share_and_gap_kept(embedder: Embedder) -> 
     strong = np.asarray(chosen) == 3
     gain = np.asarray([r["strong_score"] - r["weak_score"] for r in rows])
     share, kept = float(strong.mean()), float(gain[strong].sum() / gain.sum())
-    # routing/README.md "The default cost_bias": 0.66 of Arena's calls go to the strong model and keep
-    # 0.65 of the Mixtral -> GPT-4 gap (no better than chance on Arena at this point; 0.61 / 0.60 without
-    # LiteLLM's tier). A change of the model or of select()'s curve that moves these is a change of the
-    # default the README must restate.
-    assert 0.55 <= share <= 0.75, share
-    assert kept >= share - 0.03, (share, kept)
+    # routing/README.md "The default cost_bias": half of Arena's calls (0.50) go to the strong model and
+    # keep 0.56 of the Mixtral -> GPT-4 gap (0.69 / 0.70 without LiteLLM's tier). A change of the model or
+    # of select()'s curve that moves these is a change of the default the README must restate.
+    assert 0.40 <= share <= 0.60, share
+    assert kept >= share + 0.02, (share, kept)

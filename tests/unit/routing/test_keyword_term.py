@@ -13,6 +13,7 @@ from adaptive_plugin.routing._features import handcrafted_features
 from adaptive_plugin.routing._model import is_multiple_choice
 
 OPEN = [{"role": "user", "content": "Help me plan a week of meals for a family of four on a budget."}]
+MATH = [{"role": "user", "content": "Solve for x: 3x + 7 = 22, then compute x squared."}]
 CHOICE = [{"role": "user", "content": (
     "Which gas makes up most of Earth's atmosphere?\nA. Oxygen\nB. Nitrogen\nC. Argon\nD. Carbon dioxide\nAnswer:"
 )}]
@@ -35,7 +36,9 @@ def test_a_higher_tier_raises_an_open_prompt_and_none_is_the_average_tier() -> N
     assert model.keyword.weight > 0
     low, high = assess(OPEN, keyword_tier=1.0).score, assess(OPEN, keyword_tier=3.0).score
     assert high > low
-    assert assess(OPEN, keyword_tier=model.keyword.mean).score == pytest.approx(assess(OPEN).score, abs=1e-9)
+    # without a tier the head ranks the prompt alone
+    head_alone = model.features.calibrate(model.features.raw(handcrafted_features(OPEN)))
+    assert assess(OPEN).score == pytest.approx(float(head_alone), abs=1e-9)
 
 
 def test_multiple_choice_questions_ignore_the_tier() -> None:
@@ -57,9 +60,21 @@ def test_complexity_score_asks_the_installed_source(restore_source: None) -> Non
     assert with_source > without
 
 
-def test_keyword_term_values_match_the_single_prompt_path() -> None:
-    model = load_model()
-    feats = np.stack([handcrafted_features(OPEN), handcrafted_features(CHOICE), handcrafted_features(OPEN)])
-    tiers = np.asarray([2.5, 2.5, np.nan])
-    expected = [model.keyword.value(2.5, feats[0]), 0.0, 0.0]
-    np.testing.assert_allclose(model.keyword.values(tiers, feats), expected)
+def test_the_batch_combination_matches_the_single_prompt_path() -> None:
+    term = load_model().keyword
+    prompts = [OPEN, CHOICE, OPEN, MATH]
+    feats = np.stack([handcrafted_features(p) for p in prompts])
+    heads = np.asarray([0.7, -0.2, 1.3, 0.4])
+    tiers = np.asarray([2.5, 2.5, np.nan, 1.0])
+    expected = [term.combine(h, None if np.isnan(t) else t, f) for h, t, f in zip(heads, tiers, feats, strict=True)]
+    np.testing.assert_allclose(term.combine_many(heads, tiers, feats), expected)
+    assert expected[1] == -0.2 and expected[2] == 1.3  # multiple-choice, no tier: the head alone
+
+
+def test_open_prompts_follow_the_tier_while_maths_keeps_the_head() -> None:
+    term = load_model().keyword
+    open_f, math_f = handcrafted_features(OPEN), handcrafted_features(MATH)
+    assert term.combine(0.0, 2.0, open_f) - term.combine(0.0, 1.0, open_f) == pytest.approx(term.weight / term.std)
+    # the head moves a maths prompt fully, an open prompt by `open_head_weight`
+    assert term.combine(1.0, 1.0, math_f) - term.combine(0.0, 1.0, math_f) == pytest.approx(1.0)
+    assert term.combine(1.0, 1.0, open_f) - term.combine(0.0, 1.0, open_f) == pytest.approx(term.open_head_weight)
