@@ -78,3 +78,13 @@ def test_open_prompts_follow_the_tier_while_maths_keeps_the_head() -> None:
     # the head moves a maths prompt fully, an open prompt by `open_head_weight`
     assert term.combine(1.0, 1.0, math_f) - term.combine(0.0, 1.0, math_f) == pytest.approx(1.0)
     assert term.combine(1.0, 1.0, open_f) - term.combine(0.0, 1.0, open_f) == pytest.approx(term.open_head_weight)
+
+
+def test_long_questions_with_ten_options_in_the_middle_are_multiple_choice() -> None:
+    stem = "A sealed flask holds a liquid and its vapour at equilibrium. " * 15  # options fall outside the scan window
+    options = "\n".join(f"{letter}. option {letter.lower()} about vapour pressure" for letter in "ABCDEFGHIJ")
+    text = f"{stem}\n\nOptions:\n{options}\n\n" + "Provide the correct letter choice in \\boxed{X}. " * 6
+    assert len(text) > 1200
+    assert is_multiple_choice(handcrafted_features([{"role": "user", "content": text}]))
+    plain = "Here is my plan:\n- buy flour\n- bake bread\nWhat do you think?"
+    assert not is_multiple_choice(handcrafted_features([{"role": "user", "content": plain}]))
