@@ -13,7 +13,8 @@ no training: its tier (SIMPLE..REASONING) ranks first, its weighted score breaks
 
 Then the default: at cost_bias 0.5 (config.py) with a cheap tier-1 and a strong tier-3 model,
 the share of strong calls and the share of the weak-to-strong quality gap kept, per source
-(held-out scores), and on Arena with a three-tier line-up graded by the 15 models.
+(held-out scores), on Arena with a three-tier line-up graded by the 15 models, and the share of
+strong calls on routerarena.jsonl's unlabelled prompt styles.
 `--targets` adds the choice of Arena target and weight in the heads (slow: 16 LOSO fits).
 Last, decision latency: LiteLLM's keyword tier, assess() given a precomputed embedding and
 tier, select(), and embedding the 512-character prefix the request path embeds.
@@ -115,6 +116,34 @@ def default_bias_report(ds: Dataset, scores: np.ndarray) -> None:
           + f"; mean grade {got:.3f} (all tier 1 {low:.3f}, all tier 3 {high:.3f}: gap kept {(got - low) / (high - low):.2f})")
 
 
+def styles_report(data_dir: Path, embedder: Embedder) -> None:
+    """Prompt styles without labels (RouterArena's mix): the share the default sends to the strong model."""
+    import json
+    from collections import defaultdict
+
+    from adaptive_plugin.routing.train import embed_texts
+
+    path = data_dir / "routing" / "routerarena.jsonl"
+    if not path.is_file():
+        return
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    texts = [query_text(r["messages"]) for r in rows]
+    vectors = embed_texts([embedding_text(t) for t in texts], embedder)
+    model = load_model()
+    scores = np.asarray([assess(r["messages"], embedding=v, keyword_tier=keyword_tier(t), model=model).score
+                         for r, t, v in zip(rows, texts, vectors, strict=True)])
+    tiers = chosen_tiers(scores, [CHEAP, STRONG])
+    kinds: dict[str, list[int]] = defaultdict(list)
+    for i, r in enumerate(rows):
+        kinds[str(r.get("id", "?")).rsplit("_", 1)[0].split("_")[0]].append(i)
+    print(f"\nunlabelled prompt styles (routerarena.jsonl, {len(rows)} prompts), shipped model, strong calls at the default:"
+          f" all {float((tiers == 3).mean()):.2f}")
+    cells = [f"{k} {float((tiers[idx] == 3).mean()):.2f} ({len(idx)})" for k, idx in
+             sorted(kinds.items(), key=lambda kv: -len(kv[1]))]
+    for start in range(0, len(cells), 6):
+        print("  " + ", ".join(cells[start:start + 6]))
+
+
 def targets_report(ds: Dataset) -> None:
     print("\nArena target and weight in the heads (LOSO, full head + keyword term):")
     for target in ARENA_TARGETS:
@@ -203,6 +232,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {c} - LiteLLM: mean APGR {delta:+.3f}, worst source {worst:+.3f}")
 
     default_bias_report(ds, held_out_scores(ds))
+    styles_report(args.data, embedder)
     if args.targets:
         targets_report(ds)
 
