@@ -179,6 +179,22 @@ def test_over_rpm_key_is_skipped_for_a_minute() -> None:
     assert w.choose(principal()) == "a"
 
 
+def test_health_reports_what_choose_skips() -> None:
+    """What the dashboard shows for a key: this process's view of its cooldown and rate window."""
+    w = World([key("a", rpm=5), key("b")])
+    assert w.resolver.health("a") == ("ok", 0.0, 0)
+    w.choose(principal())
+    assert w.resolver.health("a") == ("ok", 0.0, 1)
+    w.resolver.report_failure(w.keys[0], "rate_limited", retry_after=12)
+    assert w.resolver.health("a") == ("cooling_down", 12.0, 1)
+    w.clock.now += 12
+    assert w.resolver.health("a")[0] == "ok"
+    w.clock.now += 60
+    assert w.resolver.health("a") == ("ok", 0.0, 0)
+    w.resolver.report_failure(w.keys[1], "invalid")
+    assert w.resolver.health("b")[0] == "invalid"
+
+
 def test_over_spend_cap_key_is_skipped() -> None:
     w = World([key("a", cap=1_000_000), key("b")])
     w.spend["a"] = 999_999
@@ -230,9 +246,14 @@ def test_explain_lists_every_skipped_key() -> None:
         (None, "timed out", {"timeout": True}, "timeout"),
         (500, "read timeout", {"timeout": True}, "timeout"),
         (None, "connection refused", {"connection": True}, "connection"),
-        (400, "invalid request: messages is required", {}, "other"),
-        (404, "model not found", {}, "other"),
-        (None, "something odd", {}, "other"),
+        (400, "invalid request: messages is required", {}, "request"),
+        (404, "model not found", {}, "request"),
+        (422, "unprocessable", {}, "request"),
+        (413, "request too large", {}, "request"),
+        (400, "This model's maximum context length is 8192 tokens", {}, "request"),
+        (429, "Quota exceeded for quota metric 'Generate Content API requests per minute'", {}, "rate_limited"),
+        (500, "litellm could not transform the request", {"internal": True}, "internal"),
+        (None, "something odd", {}, "internal"),
     ],
 )
 def test_classify_failure(status: int | None, message: str, flags: dict[str, bool], reason: str) -> None:
