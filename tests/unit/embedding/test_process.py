@@ -140,6 +140,7 @@ def test_a_worker_that_dies_fails_its_requests_and_is_replaced(
         await embedder.embed_one_async(TEXTS[0])  # up and answering
         first = process.pid
         assert first is not None
+        os.kill(first, signal.SIGSTOP)  # the request below is still waiting when the worker dies
         waiting = embedder.embed_one_soon(TEXTS[1])
         os.kill(first, signal.SIGKILL)
         with pytest.raises(EmbeddingModelError, match="embedding process exited"):
