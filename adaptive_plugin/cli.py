@@ -111,8 +111,14 @@ def validation_message(exc: ValidationError) -> str:
 
 def cmd_fetch_model(args: argparse.Namespace) -> int:
     from adaptive_plugin.embedding import default_model_dir, fetch_model
+    from adaptive_plugin.embedding._fetch import DEFAULT_MODEL, MODELS
 
-    directory = Path(args.dir) if args.dir else default_model_dir()
+    if args.dir:
+        directory = Path(args.dir)
+    elif args.model is None or args.model == DEFAULT_MODEL or args.model not in MODELS:
+        directory = default_model_dir()  # (an unknown name is refused by fetch_model, naming the known ones)
+    else:  # another model goes beside the default one, never over it
+        directory = default_model_dir().parent / MODELS[args.model].directory_name
     fetch_model(directory, force=args.force, model=args.model)
     print(f"embedding model ready in {directory}")
     return 0
@@ -333,8 +339,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "SHA-256 and derive the integer model.")
     p.add_argument("--dir", help="target directory (default: ADAPTIVE_EMBEDDING_MODEL_DIR, else "
                                  "$XDG_CACHE_HOME/adaptive-plugin/all-MiniLM-L6-v2-int8, where XDG_CACHE_HOME "
-                                 "defaults to ~/.cache)")
-    p.add_argument("--force", action="store_true", help="download again even if the directory verifies")
+                                 "defaults to ~/.cache; another --model goes to its own directory beside it)")
+    p.add_argument("--force", action="store_true",
+                   help="download again even if the directory verifies, and replace a directory holding another model")
     p.add_argument("--model", default=None,
                    help="all-MiniLM-L6-v2 (the default, what the router and cache are tuned on) or paraphrase-MiniLM-L3-v2")
     p.set_defaults(func=cmd_fetch_model)

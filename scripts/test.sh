@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
+# the second embedding model the tests derive and compare (not used by the gateway by default)
+.venv/bin/adaptive-plugin fetch-model --model paraphrase-MiniLM-L3-v2
 ./scripts/services.sh
 export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
 set +e

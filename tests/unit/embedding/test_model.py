@@ -228,3 +228,30 @@ def test_every_model_is_derived_close_to_its_source(model: str, tmp_path: Path) 
     vectors = derived.embed(BATCH)
     assert np.all((vectors * source.embed(BATCH)).sum(axis=1) >= 0.98)
     np.testing.assert_allclose(vectors, [derived.embed_one(text) for text in BATCH], atol=1e-5)
+
+
+def test_fetching_another_model_never_replaces_the_one_a_directory_holds(derived_dir: Path, tmp_path: Path) -> None:
+    """`fetch-model --model X` into a directory holding the default model would pull the model
+    out from under a running proxy: refused unless --force."""
+    from adaptive_plugin.embedding._fetch import MODELS, fetch_model
+
+    directory = tmp_path / "m"
+    shutil.copytree(derived_dir, directory)
+    other = next(name for name in MODELS if name != "all-MiniLM-L6-v2")
+    before = sorted(p.name for p in directory.iterdir())
+    with pytest.raises(EmbeddingModelError, match="holds all-MiniLM-L6-v2"):
+        fetch_model(directory, model=other)
+    assert sorted(p.name for p in directory.iterdir()) == before
+
+
+def test_the_cli_puts_another_model_beside_the_default_one(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from adaptive_plugin import cli
+
+    seen: list[Path] = []
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    monkeypatch.delenv("ADAPTIVE_EMBEDDING_MODEL_DIR", raising=False)
+    monkeypatch.setattr("adaptive_plugin.embedding.fetch_model", lambda directory, **kw: seen.append(directory))
+    assert cli.main(["fetch-model", "--model", "paraphrase-MiniLM-L3-v2"]) == 0
+    assert cli.main(["fetch-model"]) == 0
+    assert seen == [tmp_path / "adaptive-plugin" / "paraphrase-MiniLM-L3-v2-int8",
+                    tmp_path / "adaptive-plugin" / "all-MiniLM-L6-v2-int8"]
