@@ -17,9 +17,14 @@
     │   └── NoCandidateError         no routable model can serve the request
     ├── CacheError
     │   └── CacheIndexError          index file corrupt or inconsistent with the store
-    └── BillingError                 ledger cannot be written or read
+    ├── BillingError                 ledger cannot be written or read
+    └── LimitsError                  a spending cap or rate limit refused the request (429)
+        ├── RateLimitedError         an rpm/tpm limit, or the provider's own 429 on every key
+        ├── SpendCapReachedError     a spending cap has no room for the request's worst case
+        └── LimitsUnavailableError   the limit counters cannot be reached (503)
 
-Leaf errors carry an HTTP `status_code` and a stable machine-readable `code`. Only
+Leaf errors carry an HTTP `status_code` and a stable machine-readable `code`; `LimitsError`s
+also carry `retry_after` (whole seconds), sent to the client as `Retry-After`. Only
 `adaptive_plugin.adapters` turns them into LiteLLM or HTTP responses.
 """
 
@@ -35,13 +40,17 @@ __all__ = [
     "DatabaseUnavailableError",
     "EmbeddingModelError",
     "KeysError",
+    "LimitsError",
+    "LimitsUnavailableError",
     "ModelNotAllowedError",
     "NoCandidateError",
     "NoKeyAvailableError",
     "NotFoundError",
     "PlanError",
+    "RateLimitedError",
     "RoutingError",
     "SchemaError",
+    "SpendCapReachedError",
     "StorageError",
     "VaultError",
 ]
@@ -144,3 +153,34 @@ class CacheIndexError(CacheError):
 class BillingError(AdaptiveError):
     status_code = 500
     code = "billing_error"
+
+
+class LimitsError(AdaptiveError):
+    """A limit refused the request; `retry_after` is whole seconds until it may be accepted."""
+
+    status_code = 429
+    code = "limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of the error response (LiteLLM's proxy sends an exception's `headers`)."""
+        return {"retry-after": str(self.retry_after)}
+
+
+class RateLimitedError(LimitsError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class SpendCapReachedError(LimitsError):
+    status_code = 429
+    code = "spend_cap_reached"
+
+
+class LimitsUnavailableError(LimitsError):
+    status_code = 503
+    code = "limits_unavailable"

@@ -179,6 +179,9 @@ def build_router(hooks: AdaptiveHooks) -> APIRouter:
         except AdaptiveError as exc:
             raise as_http(exc) from exc
 
+    from adaptive_plugin.adapters import limits_api
+
+    limits_api.add_routes(router, hooks, dependencies=admin)
     return router
 
 

@@ -29,6 +29,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from adaptive_plugin import metrics
 from adaptive_plugin.adapters import accounting
+from adaptive_plugin.adapters import limits as limits_glue
 from adaptive_plugin.adapters.cache_backend import AdaptiveCacheBackend, request_params
 from adaptive_plugin.adapters.deployments import DeploymentIndex, provider_of
 from adaptive_plugin.adapters.state import PREFETCH_KEY, STATE_KEY, RequestRegistry, RequestState, request_metadata
@@ -50,7 +51,8 @@ _FAILURE_HINT_STATUS = {"rate_limited": 429, "quota": 429, "invalid": 401}
 
 
 def http_error(exc: AdaptiveError) -> HTTPException:
-    return HTTPException(status_code=exc.status_code, detail={"error": exc.message, "code": exc.code})
+    return HTTPException(status_code=exc.status_code, detail={"error": exc.message, "code": exc.code},
+                         headers=getattr(exc, "headers", None))
 
 
 class AdaptiveHooks(CustomLogger):
@@ -172,6 +174,7 @@ class AdaptiveHooks(CustomLogger):
             else:
                 self._check_allowed(principal, state.requested_model)
                 state.model_group = state.requested_model
+            await limits_glue.precheck(self, state)
         except AdaptiveError as exc:
             self._retire(state)
             raise http_error(exc) from exc
@@ -242,7 +245,7 @@ class AdaptiveHooks(CustomLogger):
                                                   "custom_llm_provider": kwargs.get("custom_llm_provider")}})
         provider = info.provider or provider_of({"model": kwargs.get("model")})
         pooled = bool(kwargs.get("api_key")) and (self.strategy is None or self.strategy.pooled_healthy(info))
-        choice = self.ctx.resolver.choose(state.principal, provider, state.keys, pooled_available=pooled)
+        choice = await limits_glue.choose_key(self, state, kwargs, info, provider, pooled=pooled)
         state.provider = provider
         group = (request_metadata(kwargs) or {}).get("model_group")
         if isinstance(group, str) and group:
@@ -273,9 +276,10 @@ class AdaptiveHooks(CustomLogger):
         )
         state.keys.last_error = exception
         state.keys.last_error_retryable = reason != "other"
+        retry_after = _retry_after(exception)
+        await limits_glue.attempt_failed(self, state, reason=reason, retry_after=retry_after)
         if choice is None or reason == "other":
             return
-        retry_after = _retry_after(exception)
         metrics.KEY_FALLBACKS.labels(provider=choice.provider, key_source=choice.source, reason=reason).inc()
         state.keys.fallbacks.append({"from": choice.fingerprint or f"pooled:{choice.provider}", "reason": reason})
         if choice.key is not None:
@@ -325,6 +329,7 @@ class AdaptiveHooks(CustomLogger):
         usage = accounting.usage_of(response_obj)
         cost = slo.get("response_cost", kwargs.get("response_cost"))
         fee = accounting.fee_for(state, usage, cost, self.ctx.fee_rates)
+        await limits_glue.settle(self, state, usage=usage, fee=fee, response_cost=cost)
         model = str(slo.get("model") or kwargs.get("model") or "")
         row = accounting.ledger_row(state, usage=usage, fee=fee, model=model, response_cost=cost)
         self.ctx.ledger.record(row)
@@ -348,8 +353,10 @@ class AdaptiveHooks(CustomLogger):
         if state is None or state.finished:
             return None
         state.finished = True
-        status = getattr(original_exception, "status_code", 500)
-        code = getattr(original_exception, "code", None)
+        transformed = await limits_glue.request_failed(self, state, original_exception)
+        failure = transformed if transformed is not None else original_exception
+        status = getattr(failure, "status_code", 500)
+        code = (transformed.detail or {}).get("code") if transformed is not None else getattr(original_exception, "code", None)
         row = accounting.ledger_row(
             state, usage=Usage(), fee=accounting.Fee(0, 0), model="", response_cost=None, outcome="error",
             status_code=int(status) if isinstance(status, int) else 500, error_code=str(code)[:64] if code else None,
@@ -357,7 +364,7 @@ class AdaptiveHooks(CustomLogger):
         self.ctx.ledger.record(row)
         accounting.record_metrics(row, project_labels=self.settings.metrics_project_labels)
         self._retire(state)
-        return None
+        return transformed
 
 
 RETIRE_AFTER_SECONDS = 10.0
