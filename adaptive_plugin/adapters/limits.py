@@ -27,7 +27,8 @@ import json
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import litellm
 from fastapi import HTTPException
@@ -38,6 +39,7 @@ from adaptive_plugin.context import key_limits
 from adaptive_plugin.errors import (
     AdaptiveError,
     LimitsError,
+    LimitsUnavailableError,
     NoKeyAvailableError,
     RateLimitedError,
     SpendCapReachedError,
@@ -51,6 +53,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("adaptive_plugin")
 
+T = TypeVar("T")
 _CACHE_HITS = ("hit-exact", "hit-semantic")
 _OPERATOR_KEY_ID = "master"
 
@@ -91,7 +94,7 @@ async def precheck(hooks: AdaptiveHooks, state: RequestState) -> None:
     if limits is None or not _limited(hooks, state):
         return
     principal = state.principal
-    project_limits = await limits.project_limits(principal.project_id)
+    project_limits = await _guarded(limits.project_limits(principal.project_id))
     if not project_limits.applies(principal.environment):
         return
     refusal = limits.precheck(project_limits, project_id=principal.project_id, project_name=principal.project_name,
@@ -113,7 +116,7 @@ async def choose_key(hooks: AdaptiveHooks, state: RequestState, kwargs: dict[str
     held = request_limits(state)
     await _release(hooks, held)  # a previous attempt's, if its failure was never reported
     principal = state.principal
-    project_limits = await limits.project_limits(principal.project_id)
+    project_limits = await _guarded(limits.project_limits(principal.project_id))
     while True:
         try:
             choice = resolver.choose(principal, provider, state.keys, pooled_available=pooled)
@@ -125,7 +128,7 @@ async def choose_key(hooks: AdaptiveHooks, state: RequestState, kwargs: dict[str
         if not project_limits.applies(principal.environment) and (key is None or key.empty):
             return choice
         ask = _ask(hooks, state, held, kwargs, info, project_limits, choice)
-        outcome = await limits.reserve(ask, project_limits)
+        outcome = await _guarded(limits.reserve(ask, project_limits))
         if not isinstance(outcome, Refusal):
             held.admission = outcome
             held.request_counted = held.request_counted or (outcome is not None and ask.count_request)
@@ -138,6 +141,21 @@ async def choose_key(hooks: AdaptiveHooks, state: RequestState, kwargs: dict[str
         state.keys.last_error = error
         state.keys.last_error_retryable = False
         raise error
+
+
+async def _guarded(work: Awaitable[T]) -> T:
+    """Fails closed, without internals: a store that cannot answer refuses the attempt (503);
+    the cause is logged for the operator, never sent to the tenant."""
+    try:
+        return await work
+    except LimitsError:
+        raise
+    except AdaptiveError as exc:
+        log.error("adaptive: limits cannot be checked: %s", exc.message)
+        raise LimitsUnavailableError("spending caps and rate limits cannot be checked right now; retry shortly") from exc
+    except Exception as exc:
+        log.exception("adaptive: limits cannot be checked (%s)", type(exc).__name__)
+        raise LimitsUnavailableError("spending caps and rate limits cannot be checked right now; retry shortly") from exc
 
 
 def _ask(hooks: AdaptiveHooks, state: RequestState, held: RequestLimits, kwargs: dict[str, Any],
@@ -210,7 +228,15 @@ async def attempt_failed(hooks: AdaptiveHooks, state: RequestState, *, reason: s
 async def _release(hooks: AdaptiveHooks, held: RequestLimits) -> None:
     admission, held.admission = held.admission, None
     if admission is not None and hooks.ctx.limits is not None:
-        await hooks.ctx.limits.release(admission)
+        await _fail_open(hooks.ctx.limits.release(admission))
+
+
+async def _fail_open(work: Awaitable[None]) -> None:
+    """Settling and releasing never fail a request: a reservation left behind expires."""
+    try:
+        await work
+    except Exception:
+        log.exception("adaptive: a limit reservation was not settled; it expires after ADAPTIVE_LIMITS_HOLD_SECONDS")
 
 
 # -- after the request ---------------------------------------------------------------------------
@@ -223,12 +249,12 @@ async def settle(hooks: AdaptiveHooks, state: RequestState, *, usage: Usage, fee
         return
     admission, held.admission = held.admission, None
     hit = state.cache_outcome in _CACHE_HITS
-    await hooks.ctx.limits.settle(admission, Actual(
+    await _fail_open(hooks.ctx.limits.settle(admission, Actual(
         key_cost_micros=0 if hit else usd_to_micros(response_cost),
         bill_micros=fee.total_micros,
         tokens=0 if hit else usage.input_tokens + usage.output_tokens,
         provider_called=not hit,
-    ))
+    )))
 
 
 async def request_failed(hooks: AdaptiveHooks, state: RequestState, exc: Exception) -> HTTPException | None:
@@ -238,7 +264,7 @@ async def request_failed(hooks: AdaptiveHooks, state: RequestState, exc: Excepti
     if isinstance(exc, HTTPException):
         return None
     if isinstance(exc, LimitsError):
-        return http_error(exc)
+        return http_error(_unwrapped(exc))
     status = getattr(exc, "status_code", None)
     if not isinstance(exc, NoKeyAvailableError) and status not in (424, 429):
         return None
@@ -248,19 +274,29 @@ async def request_failed(hooks: AdaptiveHooks, state: RequestState, exc: Excepti
     reason, seconds = wait
     retry = max(1, math.ceil(seconds))
     if isinstance(exc, AdaptiveError):
-        message = f"{exc.message}; retry in {retry} s"
+        message = f"{_unwrapped(exc).message}; retry in {retry} s"
     else:
         message = f"the provider rate-limited every key that could serve this request; retry in {retry} s"
     cls = SpendCapReachedError if reason == "spend_cap" else RateLimitedError
     return http_error(cls(message, retry_after=retry))
 
 
+def _unwrapped(exc: AdaptiveError) -> AdaptiveError:
+    """The error as raised: LiteLLM's router appends its own sentences to `message` on the way out."""
+    if exc.args and isinstance(exc.args[0], str) and exc.args[0] != exc.message:
+        exc.message = exc.args[0]
+    return exc
+
+
 def _soonest_wait(hooks: AdaptiveHooks, state: RequestState, held: RequestLimits) -> tuple[str, float] | None:
+    """What this request met (a provider's retry-after is passed on as given), else what this
+    process knows of the project's keys (cooling down after a 429, or at their cap)."""
     waits = [(float(r.retry_after), r.reason) for r in held.refusals]
     waits += [(w, "rate_limited") for w in held.provider_waits]
-    hint = hooks.ctx.resolver.wait_hint(state.principal, state.provider or None)
-    if hint is not None:
-        waits.append((hint[1], hint[0]))
+    if not waits:
+        hint = hooks.ctx.resolver.wait_hint(state.principal, state.provider or None)
+        if hint is not None:
+            waits.append((hint[1], hint[0]))
     if not waits:
         return None
     seconds, reason = min(waits)

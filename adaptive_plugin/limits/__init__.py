@@ -14,7 +14,7 @@ one is configured, else in the database (conditional UPDATEs). See README.md.
 
 from __future__ import annotations
 
-from sqlalchemy.engine import Engine
+import typing
 
 from adaptive_plugin.limits._redis import RedisCounterStore
 from adaptive_plugin.limits._repo import LimitsRepository
@@ -36,6 +36,9 @@ from adaptive_plugin.limits.models import (
     ScopeUsage,
 )
 from adaptive_plugin.limits.service import Limits
+
+if typing.TYPE_CHECKING:
+    from sqlalchemy.engine import Engine
 
 
 def open_limits(engine: Engine, *, redis_url: str | None, redis_prefix: str = "adaptive:limits:",

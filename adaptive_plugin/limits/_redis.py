@@ -172,20 +172,25 @@ class RedisCounterStore:
 
     name = "redis"
 
-    def __init__(self, url: str, *, prefix: str = "adaptive:limits:", timeout: float = 0.5) -> None:
+    def __init__(self, url: str, *, prefix: str = "adaptive:limits:", timeout: float = 0.5, max_connections: int = 32) -> None:
         self._url = url
         self.prefix = prefix
         self._timeout = timeout
+        self._max_connections = max_connections
         self._client: tuple[asyncio.AbstractEventLoop, Any, dict[str, Any]] | None = None
 
     def _scripts(self) -> dict[str, Any]:
         """A client (and its scripts) per event loop: a redis.asyncio pool belongs to one loop."""
         loop = asyncio.get_running_loop()
         if self._client is None or self._client[0] is not loop:
-            client = aioredis.Redis.from_url(self._url, socket_timeout=self._timeout,
-                                             socket_connect_timeout=self._timeout, decode_responses=True)
+            # a burst beyond the pool waits for a connection (a plain pool would raise at once,
+            # which would read as "Redis is down")
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self._url, max_connections=self._max_connections, timeout=self._timeout * 4,
+                socket_timeout=self._timeout, socket_connect_timeout=self._timeout, decode_responses=True)
+            client = aioredis.Redis(connection_pool=pool)
             scripts = {"reserve": client.register_script(_RESERVE), "seed": client.register_script(_SEED),
-                       "finish": client.register_script(_FINISH), "client": client}
+                       "finish": client.register_script(_FINISH), "client": client, "pool": pool}
             self._client = (loop, client, scripts)
         return self._client[2]
 
@@ -263,6 +268,7 @@ class RedisCounterStore:
 
     async def close(self) -> None:
         if self._client is not None:
-            client = self._client[1]
+            client, pool = self._client[1], self._client[2]["pool"]
             self._client = None
             await client.aclose()
+            await pool.disconnect()

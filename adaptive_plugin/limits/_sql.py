@@ -54,7 +54,7 @@ _SQL = {
     "select": f"SELECT used, reserved, window_start, seeded_at FROM {_C} WHERE key = :key",
     "seed": f"""
         INSERT INTO {_C} (key, used, reserved, window_start, seeded_at, expires_at)
-        VALUES (:key, :used, (SELECT COALESCE(SUM(amount), 0) FROM {_H} WHERE counter = :key AND expires_at > :now),
+        VALUES (:key, :used, (SELECT COALESCE(SUM(amount), 0) FROM {_H} WHERE counter = :counter AND expires_at > :now),
                 0, :now, :expires)
         ON CONFLICT (key) DO UPDATE SET used = excluded.used, reserved = excluded.reserved,
             seeded_at = excluded.seeded_at, expires_at = excluded.expires_at
@@ -208,7 +208,7 @@ class SqlCounterStore:
 
         def work(cur: Any) -> None:
             now = self._clock()
-            cur.execute(self._sql["seed"], {"key": charge.counter, "used": used, "now": now,
+            cur.execute(self._sql["seed"], {"key": charge.counter, "counter": charge.counter, "used": used, "now": now,
                                             "expires": now + charge.ttl, "fresh": fresh_after})
 
         self._run(work)

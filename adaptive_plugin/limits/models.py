@@ -192,6 +192,9 @@ class Admission:
 # -- refusals -------------------------------------------------------------------------------
 
 
+_PERIODLY = {"day": "daily", "month": "monthly"}
+
+
 def _usd(micros: int) -> str:
     return f"${Decimal(micros) / MICROS_PER_USD:.6f}"
 
@@ -219,12 +222,15 @@ class Refusal:
         c = self.charge
         who = c.scope.label
         if c.what == "spend":
+            cap = f"{_PERIODLY.get(str(c.period), str(c.period))} spending cap of {_usd(c.limit)}"
             if c.amount > c.limit:
-                text = (f"{who}: this request may cost up to {_usd(c.amount)}, more than the whole "
-                        f"{c.period}ly spending cap of {_usd(c.limit)} (lower max_tokens)")
+                text = f"{who}: this request may cost up to {_usd(c.amount)}, more than the whole {cap} (lower max_tokens)"
+            elif self.used + c.amount > c.limit:
+                text = (f"{who} reached its {cap}: {_usd(self.used)} spent, and this request may cost up to "
+                        f"{_usd(c.amount)}")
             else:
-                text = (f"{who} reached its {c.period}ly spending cap of {_usd(c.limit)}: {_usd(self.used)} spent "
-                        f"and {_usd(self.reserved)} reserved by requests in flight; this request may cost up to "
+                text = (f"{who} has no room left in its {cap} for now: {_usd(self.used)} spent and "
+                        f"{_usd(self.reserved)} reserved by requests in flight, and this request may cost up to "
                         f"{_usd(c.amount)}")
         elif c.what == "rpm":
             text = f"{who} reached its limit of {c.limit} requests per minute"
