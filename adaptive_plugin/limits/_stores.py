@@ -50,7 +50,7 @@ class CounterStores:
             return "redis"
         return "database"
 
-    def _went_down(self, exc: RedisUnavailableError) -> None:
+    def _went_down(self, exc: RedisUnavailableError, *, refuse: bool = True) -> None:
         if not self._redis_down:
             log.error("adaptive: %s; limits are counted %s until it answers again", exc,
                       "in the database" if self.fallback == "database" else "nowhere: limited requests are refused")
@@ -58,10 +58,13 @@ class CounterStores:
         self._redis_down = True
         self._down_until = self._clock() + self.retry_seconds
         metrics.LIMITS_STORE_FALLBACKS.labels(outcome=self.fallback).inc()
-        if self.fallback != "database":
-            raise LimitsUnavailableError(
-                "spending caps and rate limits cannot be checked (their Redis does not answer); retry shortly",
-                retry_after=int(self.retry_seconds)) from exc
+        if self.fallback != "database" and refuse:
+            raise self._unavailable() from exc
+
+    def _unavailable(self) -> LimitsUnavailableError:
+        return LimitsUnavailableError(
+            "spending caps and rate limits cannot be checked (their Redis does not answer); retry shortly",
+            retry_after=max(1, int(self.retry_seconds)))
 
     def _came_back(self) -> None:
         if self._redis_down:
@@ -81,6 +84,9 @@ class CounterStores:
                 return "redis", result
             except RedisUnavailableError as exc:
                 self._went_down(exc)
+        elif self.redis is not None and self.fallback != "database":
+            metrics.LIMITS_STORE_FALLBACKS.labels(outcome=self.fallback).inc()
+            raise self._unavailable()
         await self._maybe_sweep()
         return "database", await asyncio.to_thread(
             self.sql.reserve, hold_id, charges, hold_seconds=hold_seconds, fresh_after=self.fresh_after)
@@ -113,7 +119,9 @@ class CounterStores:
             try:
                 return await self.redis.read(project_id, counters)
             except RedisUnavailableError as exc:
-                self._went_down(exc)
+                self._went_down(exc, refuse=False)
+                if self.fallback != "database":
+                    return {}  # unknown while Redis is away
         return await asyncio.to_thread(self.sql.read, counters)
 
     async def reset(self, project_id: str, counters: Sequence[str]) -> None:
