@@ -26,7 +26,7 @@ class ScopeLimitRow(SQLModel, table=True):
     spend_cap_usd: str | None = Field(default=None, max_length=32)  # Decimal as text
     spend_cap_period: str | None = Field(default=None, max_length=8)  # day | month
     rpm_limit: int | None = None
-    tpm_limit: int | None = None
+    tpm_limit: int | None = Field(default=None, sa_column=sa.Column(sa.BigInteger, nullable=True))
     updated_at: datetime = Field(default_factory=utcnow, sa_column=sa.Column(sa.DateTime(timezone=True), nullable=False))
 
 

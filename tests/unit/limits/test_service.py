@@ -335,3 +335,21 @@ def test_the_sql_store_speaks_both_dialects(db: Backend) -> None:
     store = SqlCounterStore.__new__(SqlCounterStore)
     assert isinstance(store, SqlCounterStore)
     assert isinstance(CounterStores(SqlCounterStore(db.engine)).active(), str)
+
+
+@pytest.mark.parametrize("store", ["postgresql", "redis"])
+async def test_the_largest_limits_fit_the_columns_and_counters(store: str, request: pytest.FixtureRequest,
+                                                               tmp_path: Path) -> None:
+    b = make_backend(request, tmp_path, store)
+    limits = limits_over(b)
+    await put(limits, spend_cap_usd=Decimal("99999999.999999"), spend_cap_period="month", rpm_limit=100_000_000,
+              tpm_limit=100_000_000_000)
+    [scope] = (await limits.describe(PID)).limits
+    assert (scope.rpm_limit, scope.tpm_limit) == (100_000_000, 100_000_000_000)
+    admission = await limits.reserve(ask(bill_micros=90_000_000_000_000, tokens=99_000_000_000))
+    assert isinstance(admission, Admission)
+    await limits.settle(admission, Actual(bill_micros=90_000_000_000_000, tokens=99_000_000_000))
+    usage = (await limits.describe(PID)).limits[0].usage
+    assert usage.spent_usd == Decimal("90000000") and usage.tokens_this_minute == 99_000_000_000
+    await b.stores.close()
+    b.engine.dispose()
