@@ -8,7 +8,8 @@ Each hook translates LiteLLM's arguments, calls one capability, and translates b
 
 - `async_pre_call_hook` (fails closed): who is calling, cache-control, model selection for
   `auto`, the project's allow-list. Bad input gets a 4xx naming the field.
-- `async_pre_call_deployment_hook` (fails closed): the key for this attempt's provider.
+- `async_pre_call_deployment_hook` (fails closed): the key for this attempt's provider, with its
+  worst case reserved against the spending caps and rate limits (adapters/limits.py).
 - `async_post_call_failure_deployment_hook` (fails open): key health and fallback reasons.
 - `async_post_call_response_headers_hook` (fails open): the x-adaptive-* headers.
 - `async_log_success_event` / `async_post_call_failure_hook` (fail open): ledger and metrics.

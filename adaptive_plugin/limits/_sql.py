@@ -10,6 +10,10 @@ rpm and tpm), all in one transaction that rolls back when one does not fit.
 - SQLite: `BEGIN IMMEDIATE` takes the database's write lock first: one writer at a time across
   the workers of one node (SQLite does not serve several nodes).
 
+Reservations commit without waiting for PostgreSQL's WAL flush (`synchronous_commit = off`,
+about 0.1 ms instead of 4 ms here); settling is durable. Only a crash of the database server
+can lose the last few hundred milliseconds of reservations.
+
 Spending reservations also write a hold row with an expiry, so that a reservation whose worker
 died stops counting after `hold_seconds` (`sweep()`, run by every process now and then).
 Windows are one minute from their first request (as LiteLLM's parallel request limiter), timed
@@ -105,7 +109,7 @@ class SqlCounterStore:
     # -- transactions ------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _transaction(self) -> Iterator[Any]:
+    def _transaction(self, *, durable: bool) -> Iterator[Any]:
         try:
             conn = self.engine.raw_connection()
         except Exception as exc:  # noqa: BLE001 - any driver error opening a connection
@@ -114,6 +118,8 @@ class SqlCounterStore:
             cur = conn.cursor()
             if self.dialect == "sqlite":
                 cur.execute("BEGIN IMMEDIATE")
+            elif not durable and self.dialect == "postgresql":
+                cur.execute("SET LOCAL synchronous_commit = off")
             yield cur
             conn.commit()
         except BaseException:
@@ -123,11 +129,16 @@ class SqlCounterStore:
         finally:
             conn.close()
 
-    def _run(self, fn: Callable[[Any], Any]) -> Any:
-        """Run `fn(cursor)` in a transaction; retried when PostgreSQL picks it as a deadlock victim."""
+    def _run(self, fn: Callable[[Any], Any], *, durable: bool = True) -> Any:
+        """Run `fn(cursor)` in a transaction; retried when PostgreSQL picks it as a deadlock victim.
+
+        `durable=False` (reservations): PostgreSQL acknowledges the commit before its WAL reaches
+        the disk (`synchronous_commit = off`: about 0.1 ms instead of a 4 ms flush here); only a
+        crash of the database server can lose the last few hundred milliseconds of such
+        commits, i.e. reservations of requests then in flight. Settled spend is always durable."""
         for attempt in range(3):
             try:
-                with self._transaction() as cur:
+                with self._transaction(durable=durable) as cur:
                     return fn(cur)
             except DatabaseUnavailableError:
                 raise
@@ -189,7 +200,7 @@ class SqlCounterStore:
                 cur.executemany(self._sql["hold_insert"], holds)
             return Reserved(window_starts=starts)
 
-        return self._run(work)  # type: ignore[no-any-return]
+        return self._run(work, durable=False)  # type: ignore[no-any-return]
 
     @staticmethod
     def _refuse(cur: Any, index: int, *, missing: bool = False, used: int = 0, reserved: int = 0,
