@@ -15,9 +15,10 @@ reservations are made, settled and released, and how a refusal reaches the clien
   request ran out of keys because of rate limits or caps (ours or the provider's 429), the
   client gets 429 with `Retry-After` instead of 424.
 
-Client disconnects mid-stream: LiteLLM bills the chunks already streamed through the success
-event (so the reservation is settled to them); a stream cut before its first chunk leaves the
-reservation to expire after `ADAPTIVE_LIMITS_HOLD_SECONDS`.
+Client disconnects mid-stream: LiteLLM reports the stream's usage through the success event
+(in 1.106.12 it reads the provider's stream to its end, or bills the chunks already streamed),
+so the reservation is settled to it; a stream for which no usage is ever reported leaves the
+reservation to expire after `ADAPTIVE_LIMITS_HOLD_SECONDS` (`test_abandoned_stream_leaves_no_reservation`).
 """
 
 from __future__ import annotations

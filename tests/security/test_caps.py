@@ -251,20 +251,27 @@ def test_cache_hit_counts_its_discounted_fee_and_holds_nothing(gateway: Gateway)
 
 
 def test_abandoned_stream_leaves_no_reservation(gateway: Gateway) -> None:
-    project = gateway.project(plan="developer")
+    """A client that leaves a slow stream mid-way: the reservation is settled to what was
+    streamed (LiteLLM bills the chunks sent) or released; nothing stays held."""
+    project = gateway.project(keys=[("openai", byok_key("caps-slow-stream", chunk_delay_s=0.25), 1)])
     set_limits(gateway, project, spend_cap_usd="1", spend_cap_period="day")
+    mark = gateway.mark()
     stream = gateway.client(project.api_key).chat.completions.create(
         model="gpt-4o-mini", stream=True, max_tokens=64, extra_headers=NO_CACHE,
-        messages=[{"role": "user", "content": "Tell me a long story about a lighthouse keeper and the sea."}])
-    next(iter(stream))
-    stream.close()
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+        messages=[{"role": "user", "content": "Tell me a long story about a lighthouse keeper and the sea, "
+                                              "the storms of the winter and the ships he saved, in detail."}])
+    chunks = iter(stream)
+    next(chunks)
+    next(chunks)
+    stream.close()  # about 30 chunks, 0.25 s apart: most are never read
+    deadline = time.monotonic() + 20
+    usage = counters(gateway, project)
+    while time.monotonic() < deadline and Decimal(usage["reserved_usd"] or 1) != 0:
+        time.sleep(0.25)
         usage = counters(gateway, project)
-        if usage["reserved_usd"] is not None and Decimal(usage["reserved_usd"]) == 0:
-            break
-        time.sleep(0.2)
     assert Decimal(usage["reserved_usd"]) == 0, usage
+    assert [c["key_label"] for c in gateway.calls_since(mark)] == ["caps-slow-stream"]
+    assert time.monotonic() < deadline
 
 
 def test_limits_are_validated_and_need_the_master_key(gateway: Gateway) -> None:
