@@ -18,6 +18,10 @@
     ├── CacheError
     │   └── CacheIndexError          index file corrupt or inconsistent with the store
     ├── BillingError                 ledger cannot be written or read
+    ├── BoundaryError                a request outside what a project key may do
+    │   ├── RouteNotAllowedError     route closed to project keys (operator only) (403)
+    │   ├── ForbiddenParameterError  body field that changes where or as whom a call goes (400)
+    │   └── InvalidRequestError      malformed body or a parameter of the wrong type or range (400)
     └── LimitsError                  a spending cap or rate limit refused the request (429)
         ├── RateLimitedError         an rpm/tpm limit, or the provider's own 429 on every key
         ├── SpendCapReachedError     a spending cap has no room for the request's worst case
@@ -34,11 +38,14 @@ __all__ = [
     "AdaptiveError",
     "AuthenticationError",
     "BillingError",
+    "BoundaryError",
     "CacheError",
     "CacheIndexError",
     "ConfigError",
     "DatabaseUnavailableError",
     "EmbeddingModelError",
+    "ForbiddenParameterError",
+    "InvalidRequestError",
     "KeysError",
     "LimitsError",
     "LimitsUnavailableError",
@@ -48,6 +55,7 @@ __all__ = [
     "NotFoundError",
     "PlanError",
     "RateLimitedError",
+    "RouteNotAllowedError",
     "RoutingError",
     "SchemaError",
     "SpendCapReachedError",
@@ -155,6 +163,32 @@ class BillingError(AdaptiveError):
     code = "billing_error"
 
 
+class BoundaryError(AdaptiveError):
+    """A request outside what a project key may do; `param` names the field when there is one."""
+
+    status_code = 400
+    code = "boundary_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class RouteNotAllowedError(BoundaryError):
+    status_code = 403
+    code = "route_not_allowed"
+
+
+class ForbiddenParameterError(BoundaryError):
+    status_code = 400
+    code = "forbidden_parameter"
+
+
+class InvalidRequestError(BoundaryError):
+    status_code = 400
+    code = "invalid_parameter"
+
+
 class LimitsError(AdaptiveError):
     """A limit refused the request; `retry_after` is whole seconds until it may be accepted."""
 
@@ -168,7 +202,7 @@ class LimitsError(AdaptiveError):
     @property
     def headers(self) -> dict[str, str]:
         """HTTP headers of the error response (LiteLLM's proxy sends an exception's `headers`)."""
-        return {"retry-after": str(self.retry_after)}
+        return {"retry-after": str(self.retry_after), "x-adaptive-error-code": self.code}
 
 
 class RateLimitedError(LimitsError):

@@ -49,7 +49,7 @@ from adaptive_plugin.keys import KeyChoice
 from adaptive_plugin.limits import Actual, Admission, Ask, ProjectLimits, Refusal, worst_case
 
 if TYPE_CHECKING:
-    from adaptive_plugin.adapters.hooks import AdaptiveHooks
+    from adaptive_plugin.adapters.runtime import Runtime
     from adaptive_plugin.adapters.state import RequestState
 
 log = logging.getLogger("adaptive_plugin")
@@ -82,17 +82,17 @@ def http_error(exc: AdaptiveError) -> HTTPException:
     return HTTPException(status_code=exc.status_code, detail={"error": exc.message, "code": exc.code}, headers=headers)
 
 
-def _limited(hooks: AdaptiveHooks, state: RequestState) -> bool:
-    return hooks.ctx.limits is not None and state.principal.api_key_id != _OPERATOR_KEY_ID
+def _limited(runtime: Runtime, state: RequestState) -> bool:
+    return runtime.ctx.limits is not None and state.principal.api_key_id != _OPERATOR_KEY_ID
 
 
 # -- before routing ------------------------------------------------------------------------------
 
 
-async def precheck(hooks: AdaptiveHooks, state: RequestState) -> None:
+async def precheck(runtime: Runtime, state: RequestState) -> None:
     """Raise the LimitsError of a project or environment known to be at a limit."""
-    limits = hooks.ctx.limits
-    if limits is None or not _limited(hooks, state):
+    limits = runtime.ctx.limits
+    if limits is None or not _limited(runtime, state):
         return
     principal = state.principal
     project_limits = await _guarded(limits.project_limits(principal.project_id))
@@ -107,15 +107,15 @@ async def precheck(hooks: AdaptiveHooks, state: RequestState) -> None:
 # -- per attempt ---------------------------------------------------------------------------------
 
 
-async def choose_key(hooks: AdaptiveHooks, state: RequestState, kwargs: dict[str, Any], info: DeploymentInfo,
+async def choose_key(runtime: Runtime, state: RequestState, kwargs: dict[str, Any], info: DeploymentInfo,
                      provider: str, *, pooled: bool) -> KeyChoice:
     """The attempt's key, admitted by every limit that applies (see the module docstring)."""
-    resolver = hooks.ctx.resolver
-    limits = hooks.ctx.limits
-    if limits is None or not _limited(hooks, state):
+    resolver = runtime.ctx.resolver
+    limits = runtime.ctx.limits
+    if limits is None or not _limited(runtime, state):
         return resolver.choose(state.principal, provider, state.keys, pooled_available=pooled)
     held = request_limits(state)
-    await _release(hooks, held)  # a previous attempt's, if its failure was never reported
+    await _release(runtime, held)  # a previous attempt's, if its failure was never reported
     principal = state.principal
     project_limits = await _guarded(limits.project_limits(principal.project_id))
     while True:
@@ -128,7 +128,7 @@ async def choose_key(hooks: AdaptiveHooks, state: RequestState, kwargs: dict[str
         key = key_limits(choice.key) if choice.key is not None else None
         if not project_limits.applies(principal.environment) and (key is None or key.empty):
             return choice
-        ask = _ask(hooks, state, held, kwargs, info, project_limits, choice)
+        ask = _ask(runtime, state, held, kwargs, info, project_limits, choice)
         outcome = await _guarded(limits.reserve(ask, project_limits))
         if not isinstance(outcome, Refusal):
             held.admission = outcome
@@ -159,20 +159,20 @@ async def _guarded(work: Awaitable[T]) -> T:
         raise LimitsUnavailableError("spending caps and rate limits cannot be checked right now; retry shortly") from exc
 
 
-def _ask(hooks: AdaptiveHooks, state: RequestState, held: RequestLimits, kwargs: dict[str, Any],
+def _ask(runtime: Runtime, state: RequestState, held: RequestLimits, kwargs: dict[str, Any],
          info: DeploymentInfo, project_limits: ProjectLimits, choice: KeyChoice) -> Ask:
     principal = state.principal
     key = key_limits(choice.key) if choice.key is not None else None
     amounts = (0, 0, 0)
-    assert hooks.ctx.limits is not None
-    if hooks.ctx.limits.needs_amounts(project_limits, principal.environment, key):
+    assert runtime.ctx.limits is not None
+    if runtime.ctx.limits.needs_amounts(project_limits, principal.environment, key):
         if held.input_tokens is None:
             held.input_tokens = count_input_tokens(info.model, kwargs)
         worst = worst_case(
             input_tokens=held.input_tokens,
-            max_output_tokens=max_output_tokens(kwargs, info.model, hooks.settings.limits_default_max_output_tokens),
+            max_output_tokens=max_output_tokens(kwargs, info.model, runtime.settings.limits_default_max_output_tokens),
             input_cost_per_token=info.input_cost_per_token, output_cost_per_token=info.output_cost_per_token,
-            rates=hooks.ctx.fee_rates, pooled=choice.source == "pooled",
+            rates=runtime.ctx.fee_rates, pooled=choice.source == "pooled",
         )
         amounts = (worst.key_cost_micros, worst.bill_micros, worst.tokens)
     return Ask(project_id=principal.project_id, project_name=principal.project_name, environment=principal.environment,
@@ -218,18 +218,18 @@ def _model_output_limit(model: str) -> int | None:
     return int(value) if value else None
 
 
-async def attempt_failed(hooks: AdaptiveHooks, state: RequestState, *, reason: str, retry_after: float | None) -> None:
+async def attempt_failed(runtime: Runtime, state: RequestState, *, reason: str, retry_after: float | None) -> None:
     """Release the failed attempt's reservation; remember a provider's 429."""
     held = request_limits(state)
-    await _release(hooks, held)
+    await _release(runtime, held)
     if reason == "rate_limited":
-        held.provider_waits.append(retry_after if retry_after and retry_after > 0 else hooks.settings.key_cooldown_seconds)
+        held.provider_waits.append(retry_after if retry_after and retry_after > 0 else runtime.settings.key_cooldown_seconds)
 
 
-async def _release(hooks: AdaptiveHooks, held: RequestLimits) -> None:
+async def _release(runtime: Runtime, held: RequestLimits) -> None:
     admission, held.admission = held.admission, None
-    if admission is not None and hooks.ctx.limits is not None:
-        await _fail_open(hooks.ctx.limits.release(admission))
+    if admission is not None and runtime.ctx.limits is not None:
+        await _fail_open(runtime.ctx.limits.release(admission))
 
 
 async def _fail_open(work: Awaitable[None]) -> None:
@@ -243,14 +243,14 @@ async def _fail_open(work: Awaitable[None]) -> None:
 # -- after the request ---------------------------------------------------------------------------
 
 
-async def settle(hooks: AdaptiveHooks, state: RequestState, *, usage: Usage, fee: Fee, response_cost: Any) -> None:
+async def settle(runtime: Runtime, state: RequestState, *, usage: Usage, fee: Fee, response_cost: Any) -> None:
     """Settle the successful attempt's reservation to what it cost (as its ledger row says)."""
     held = state.limits
-    if held is None or held.admission is None or hooks.ctx.limits is None:
+    if held is None or held.admission is None or runtime.ctx.limits is None:
         return
     admission, held.admission = held.admission, None
     hit = state.cache_outcome in _CACHE_HITS
-    await _fail_open(hooks.ctx.limits.settle(admission, Actual(
+    await _fail_open(runtime.ctx.limits.settle(admission, Actual(
         key_cost_micros=0 if hit else usd_to_micros(response_cost),
         bill_micros=fee.total_micros,
         tokens=0 if hit else usage.input_tokens + usage.output_tokens,
@@ -258,18 +258,18 @@ async def settle(hooks: AdaptiveHooks, state: RequestState, *, usage: Usage, fee
     )))
 
 
-async def request_failed(hooks: AdaptiveHooks, state: RequestState, exc: Exception) -> HTTPException | None:
+async def request_failed(runtime: Runtime, state: RequestState, exc: Exception | None) -> HTTPException | None:
     """Release what is held; the 429 (with Retry-After) the client gets instead of `exc`, if any."""
     held = request_limits(state)
-    await _release(hooks, held)
-    if isinstance(exc, HTTPException):
+    await _release(runtime, held)
+    if exc is None or isinstance(exc, HTTPException):
         return None
     if isinstance(exc, LimitsError):
         return http_error(_unwrapped(exc))
     status = getattr(exc, "status_code", None)
     if not isinstance(exc, NoKeyAvailableError) and status not in (424, 429):
         return None
-    wait = _soonest_wait(hooks, state, held)
+    wait = _soonest_wait(runtime, state, held)
     if wait is None:
         return None
     reason, seconds = wait
@@ -289,13 +289,13 @@ def _unwrapped(exc: AdaptiveError) -> AdaptiveError:
     return exc
 
 
-def _soonest_wait(hooks: AdaptiveHooks, state: RequestState, held: RequestLimits) -> tuple[str, float] | None:
+def _soonest_wait(runtime: Runtime, state: RequestState, held: RequestLimits) -> tuple[str, float] | None:
     """What this request met (a provider's retry-after is passed on as given), else what this
     process knows of the project's keys (cooling down after a 429, or at their cap)."""
     waits = [(float(r.retry_after), r.reason) for r in held.refusals]
     waits += [(w, "rate_limited") for w in held.provider_waits]
     if not waits:
-        hint = hooks.ctx.resolver.wait_hint(state.principal, state.provider or None)
+        hint = runtime.ctx.resolver.wait_hint(state.principal, state.provider or None)
         if hint is not None:
             waits.append((hint[1], hint[0]))
     if not waits:

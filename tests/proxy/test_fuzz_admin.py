@@ -47,6 +47,7 @@ OPERATIONS = [
     ("GET", "/adaptive/usage"),
     ("GET", "/adaptive/requests"),
     ("POST", "/adaptive/select-model"),
+    ("GET", "/adaptive/routes"),
 ]
 
 

@@ -50,8 +50,9 @@ def ask(gw: Gateway, project: Project, i: int, **kw: Any) -> Outcome:
         return Outcome(200)
     except openai.APIStatusError as exc:
         error = exc.response.json().get("error", {})
-        fields = error.get("provider_specific_fields") or {}
-        return Outcome(exc.status_code, exc.response.headers.get("retry-after"), fields.get("code"), str(error.get("message")))
+        code = exc.response.headers.get("x-adaptive-error-code")
+        assert code == (error.get("provider_specific_fields") or {}).get("code"), "the header and the body agree"
+        return Outcome(exc.status_code, exc.response.headers.get("retry-after"), code, str(error.get("message")))
 
 
 def burst(gateways: list[Gateway], project: Project, n: int = BURST) -> list[Outcome]:
