@@ -171,7 +171,7 @@ async def test_a_reached_cap_says_when_its_period_ends_and_is_then_refused_witho
     assert isinstance(refusal, Refusal) and refusal.retry_after == 12 * 3600
     error = refusal.error()
     assert isinstance(error, SpendCapReachedError) and error.status_code == 429 and error.code == "spend_cap_reached"
-    assert error.headers == {"retry-after": str(12 * 3600)}
+    assert error.headers == {"retry-after": str(12 * 3600), "x-adaptive-error-code": "spend_cap_reached"}
     assert "reached its daily spending cap of $0.000100" in error.message
 
     calls = []
