@@ -110,6 +110,14 @@ async def precheck(runtime: Runtime, state: RequestState) -> None:
 async def choose_key(runtime: Runtime, state: RequestState, kwargs: dict[str, Any], info: DeploymentInfo,
                      provider: str, *, pooled: bool) -> KeyChoice:
     """The attempt's key, admitted by every limit that applies (see the module docstring)."""
+    choice = await _admitted_key(runtime, state, kwargs, info, provider, pooled=pooled)
+    if choice.key is not None:
+        runtime.ctx.resolver.note_call(choice.key)  # the dashboard's view of this process's calls
+    return choice
+
+
+async def _admitted_key(runtime: Runtime, state: RequestState, kwargs: dict[str, Any], info: DeploymentInfo,
+                        provider: str, *, pooled: bool) -> KeyChoice:
     resolver = runtime.ctx.resolver
     limits = runtime.ctx.limits
     if limits is None or not _limited(runtime, state):

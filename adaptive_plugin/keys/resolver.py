@@ -10,6 +10,7 @@ adaptive_plugin.limits). Keys of one provider are never offered for another.
 from __future__ import annotations
 
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
@@ -88,6 +89,7 @@ class _Health:
     cooldown_until: float = 0.0
     cooldown_reason: str = ""
     invalid: bool = False
+    calls: deque[float] = field(default_factory=deque)  # this process's calls (for `health`), not enforced
 
 
 class KeyResolver:
@@ -203,6 +205,16 @@ class KeyResolver:
             return choice
         raise NoKeyAvailableError(self.explain(principal, provider, state, pooled_available=pooled_available))
 
+    def note_call(self, key: ResolvedKey) -> None:
+        """A call is made with `key` (admitted by its limits): counted for `health`, this process only."""
+        if key.rpm_limit is None:
+            return
+        now = self._clock()
+        calls = self._health.setdefault(key.id, _Health()).calls
+        calls.append(now)
+        while calls and calls[0] <= now - 60:
+            calls.popleft()
+
     def report_failure(self, key: ResolvedKey, reason: FailureReason, *, retry_after: float | None = None) -> None:
         """Cool the key down (honouring retry-after); `invalid` keys stay out until reactivated."""
         h = self._health.setdefault(key.id, _Health())
@@ -220,6 +232,19 @@ class KeyResolver:
     def forget(self, key_id: str) -> None:
         """Drop remembered health (a reactivated or re-added key starts clean)."""
         self._health.pop(key_id, None)
+
+    def health(self, key_id: str) -> tuple[str, float, int]:
+        """This process's view of a key: `invalid` (the provider refused it), `cooling_down` or
+        `ok`; the seconds of cooldown left; the calls sent with it in the last minute."""
+        h = self._health.get(key_id)
+        if h is None:
+            return "ok", 0.0, 0
+        now = self._clock()
+        calls = sum(1 for t in h.calls if t > now - 60)
+        if h.invalid:
+            return "invalid", 0.0, calls
+        left = h.cooldown_until - now
+        return ("cooling_down", left, calls) if left > 0 else ("ok", 0.0, calls)
 
     def cooldowns(self) -> dict[str, float]:
         now = self._clock()

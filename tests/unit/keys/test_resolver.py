@@ -49,6 +49,11 @@ class World:
         self.loads.append((project_id, environment))
         return list(self.keys)
 
+    def choose_key(self, p: Principal) -> ResolvedKey:
+        choice = self.resolver.choose(p, "openai", RequestKeyState(), pooled_available=True)
+        assert choice.key is not None
+        return choice.key
+
     def choose(self, p: Principal, provider: str = "openai", state: RequestKeyState | None = None,
                *, pooled: bool = True) -> str:
         c = self.resolver.choose(p, provider, state or RequestKeyState(), pooled_available=pooled)
@@ -173,6 +178,22 @@ def test_invalid_key_stays_out_until_forgotten() -> None:
     assert not w.resolver.usable_byok(principal(), "openai", exclude=["b"])
     w.resolver.forget("a")
     assert w.choose(principal()) == "a"
+
+
+def test_health_reports_what_choose_skips() -> None:
+    """What the dashboard shows for a key: this process's view of its cooldown and rate window."""
+    w = World([key("a", rpm=5), key("b")])
+    assert w.resolver.health("a") == ("ok", 0.0, 0)
+    w.resolver.note_call(w.choose_key(principal()))  # as the limits glue does once the key is admitted
+    assert w.resolver.health("a") == ("ok", 0.0, 1)
+    w.resolver.report_failure(w.keys[0], "rate_limited", retry_after=12)
+    assert w.resolver.health("a") == ("cooling_down", 12.0, 1)
+    w.clock.now += 12
+    assert w.resolver.health("a")[0] == "ok"
+    w.clock.now += 60
+    assert w.resolver.health("a") == ("ok", 0.0, 0)
+    w.resolver.report_failure(w.keys[1], "invalid")
+    assert w.resolver.health("b")[0] == "invalid"
 
 
 def test_key_the_limits_hold_back_is_skipped() -> None:
