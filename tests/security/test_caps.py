@@ -271,7 +271,8 @@ def test_abandoned_stream_leaves_no_reservation(gateway: Gateway) -> None:
         time.sleep(0.25)
         usage = counters(gateway, project)
     assert Decimal(usage["reserved_usd"]) == 0, usage
-    assert [c["key_label"] for c in gateway.calls_since(mark)] == ["caps-slow-stream"]
+    # one call with the slow key (the fake provider is shared: other proxies' calls may interleave)
+    assert [c["key_label"] for c in gateway.calls_since(mark)].count("caps-slow-stream") == 1
     assert time.monotonic() < deadline
 
 
