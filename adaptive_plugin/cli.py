@@ -262,6 +262,30 @@ def _requests(ctx: Any, args: argparse.Namespace) -> Any:
         environment=args.environment, provider=args.provider, key_source=args.key_source, cache=args.cache)
 
 
+def _limits(ctx: Any, args: argparse.Namespace) -> Any:
+    """`limits show` / `limits set`: the same service as the admin API, on the proxy's stores."""
+    import asyncio
+
+    from adaptive_plugin.limits import LimitsUpdate
+
+    if ctx.limits is None:
+        raise AdaptiveError("spending caps and rate limits are off (ADAPTIVE_LIMITS_ENABLED=false)")
+    project_id = _project_id(ctx, args.project)
+
+    async def run() -> Any:
+        try:
+            if args.limits_command == "set":
+                spec = LimitsUpdate(environment=args.environment, spend_cap_usd=args.spend_cap_usd,
+                                    spend_cap_period=args.spend_cap_period, rpm_limit=args.rpm_limit,
+                                    tpm_limit=args.tpm_limit)
+                return await ctx.limits.set_limits(project_id, spec)
+            return await ctx.limits.describe(project_id)
+        finally:
+            await ctx.limits.close()
+
+    return asyncio.run(run())
+
+
 def cmd_select_model(args: argparse.Namespace) -> int:
     from adaptive_plugin._cli_self import http_call
 
@@ -441,6 +465,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("project", help="project id or name")
     p.add_argument("key_id", help="the key's id (pk_...), from `provider-keys list`")
     p.set_defaults(func=_with_ctx(lambda ctx, a: ctx.keys.delete_provider_key(_project_id(ctx, a.project), a.key_id)))
+
+    lim = sub.add_parser("limits", help="spending caps and rate limits of a project and its environments").add_subparsers(
+        dest="limits_command", required=True, metavar="COMMAND")
+    p = lim.add_parser("show", help="the limits and what their counters hold now")
+    p.add_argument("project", help="project id or name")
+    p.set_defaults(func=_with_ctx(_limits))
+    p = lim.add_parser("set", help="replace the limits of the project, or of one environment (omitted: unlimited)")
+    p.add_argument("project", help="project id or name")
+    p.add_argument("--environment", choices=ENVIRONMENTS,
+                   help="the environment these limits apply to (default: the whole project)")
+    p.add_argument("--spend-cap-usd", type=money,
+                   help="spending cap in USD per period: the gateway's bill (fee + pooled model cost)")
+    p.add_argument("--spend-cap-period", choices=["day", "month"], help="the cap's period (UTC)")
+    p.add_argument("--rpm-limit", type=bounded_int(1, 100_000_000), help="requests per minute")
+    p.add_argument("--tpm-limit", type=bounded_int(1, 100_000_000_000), help="tokens per minute (input + output)")
+    p.set_defaults(func=_with_ctx(_limits))
 
     from adaptive_plugin.billing.ledger import GROUP_FIELDS
 

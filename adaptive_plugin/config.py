@@ -19,7 +19,7 @@ import secrets
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from adaptive_plugin.errors import ConfigError
 
 ENV_PREFIX = "ADAPTIVE_"
-_SECRET_FIELDS = frozenset({"database_url", "master_keys"})
+_SECRET_FIELDS = frozenset({"database_url", "master_keys", "redis_url"})
 
 
 class Settings(BaseSettings):
@@ -94,6 +94,24 @@ class Settings(BaseSettings):
         "(default: only the health probes, /metrics and the API docs).",
     )
     sync_interval_seconds: float = Field(1.0, gt=0, description="How often shared state (cache entries, key revocations) is re-read from the database.")
+    redis_url: SecretStr | None = Field(
+        None, description="Redis URL (redis://[:password@]host:port/db) for state shared by every worker and replica."
+    )
+    limits_enabled: bool = Field(
+        True, description="Enforce spending caps and rate limits (provider keys, projects, environments)."
+    )
+    limits_redis_fallback: Literal["database", "refuse"] = Field(
+        "database", description="When Redis cannot be reached: count limits in the database, or refuse limited requests (503)."
+    )
+    limits_redis_prefix: str = Field(
+        "adaptive:limits:", min_length=1, max_length=100, description="Prefix of the limit counters' Redis keys."
+    )
+    limits_default_max_output_tokens: int = Field(
+        4096, gt=0, description="Output tokens reserved when a request sets no max_tokens and the model's limit is unknown."
+    )
+    limits_hold_seconds: float = Field(
+        900.0, gt=0, description="A reservation not settled within this time (its worker died) stops counting."
+    )
     ui_enabled: bool = Field(True, description="Serve the project dashboard under /adaptive/ui.")
     ui_idle_timeout_seconds: int = Field(1800, gt=0, description="A dashboard session ends after this many seconds without a request.")
     ui_session_max_seconds: int = Field(43200, gt=0, description="A dashboard session ends this many seconds after sign-in, however active.")

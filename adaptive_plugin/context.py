@@ -21,6 +21,7 @@ from adaptive_plugin.config import Settings
 from adaptive_plugin.db import make_engine, migrate
 from adaptive_plugin.embedding import Embedder, default_model_dir
 from adaptive_plugin.keys import KeyResolver, KeyService, Principal, ResolvedKey, Vault
+from adaptive_plugin.limits import KeyLimits, Limits, open_limits
 
 log = logging.getLogger("adaptive_plugin")
 
@@ -36,6 +37,7 @@ class PluginContext:
     embedder: Embedder | None
     cache: Any | None  # adaptive_plugin.cache.SemanticCache
     principals: SyncedCache[str, Principal]
+    limits: Limits | None = None  # None: ADAPTIVE_LIMITS_ENABLED=false
     closed: bool = False
 
     @classmethod
@@ -51,12 +53,10 @@ class PluginContext:
         chains: SyncedCache[tuple[str, str], list[ResolvedKey]] = SyncedCache(
             lambda scope: keys.active_keys(*scope), max_age=settings.sync_interval_seconds
         )
-        spend: SyncedCache[tuple[str, str], int] = SyncedCache(
-            lambda k: ledger.provider_spend_micros(*k), max_age=settings.sync_interval_seconds
-        )
+        limits = open_limits_for(settings, engine)
         resolver = KeyResolver(
             load_keys=lambda project_id, env: chains.get((project_id, env)),
-            spend_of=lambda key: spend.get((key.id, key.spend_cap_period or "day")),
+            limit_hint=(lambda project_id, key: limits.key_hint(project_id, key_limits(key))) if limits else None,
             default_cooldown=settings.key_cooldown_seconds,
         )
         principals: SyncedCache[str, Principal] = SyncedCache(keys.authenticate, max_age=settings.sync_interval_seconds)
@@ -82,6 +82,7 @@ class PluginContext:
             embedder=embedder,
             cache=cache,
             principals=principals,
+            limits=limits,
         )
 
     def close(self) -> None:
@@ -95,6 +96,23 @@ class PluginContext:
         if self.embedder is not None:
             self.embedder.close_process()
         self.engine.dispose()
+
+
+def open_limits_for(settings: Settings, engine: Engine) -> Limits | None:
+    if not settings.limits_enabled:
+        log.warning("adaptive: ADAPTIVE_LIMITS_ENABLED=false: spending caps and rate limits are not enforced")
+        return None
+    return open_limits(
+        engine, redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+        redis_prefix=settings.limits_redis_prefix, redis_fallback=settings.limits_redis_fallback,
+        hold_seconds=settings.limits_hold_seconds, sync_seconds=settings.sync_interval_seconds,
+    )
+
+
+def key_limits(key: ResolvedKey) -> KeyLimits:
+    """A provider key's own limits, as the limits capability takes them."""
+    return KeyLimits(key_id=key.id, fingerprint=key.fingerprint, spend_cap_micros=key.spend_cap_micros,
+                     spend_cap_period=key.spend_cap_period, rpm=key.rpm_limit)
 
 
 def load_embedder(settings: Settings) -> Embedder:

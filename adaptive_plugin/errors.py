@@ -19,12 +19,17 @@
     ├── CacheError
     │   └── CacheIndexError          index file corrupt or inconsistent with the store
     ├── BillingError                 ledger cannot be written or read
-    └── BoundaryError                a request outside what a project key may do
-        ├── RouteNotAllowedError     route closed to project keys (operator only) (403)
-        ├── ForbiddenParameterError  body field that changes where or as whom a call goes (400)
-        └── InvalidRequestError      malformed body or a parameter of the wrong type or range (400)
+    ├── BoundaryError                a request outside what a project key may do
+    │   ├── RouteNotAllowedError     route closed to project keys (operator only) (403)
+    │   ├── ForbiddenParameterError  body field that changes where or as whom a call goes (400)
+    │   └── InvalidRequestError      malformed body or a parameter of the wrong type or range (400)
+    └── LimitsError                  a spending cap or rate limit refused the request (429)
+        ├── RateLimitedError         an rpm/tpm limit, or the provider's own 429 on every key
+        ├── SpendCapReachedError     a spending cap has no room for the request's worst case
+        └── LimitsUnavailableError   the limit counters cannot be reached (503)
 
-Leaf errors carry an HTTP `status_code` and a stable machine-readable `code`. Only
+Leaf errors carry an HTTP `status_code` and a stable machine-readable `code`; `LimitsError`s
+also carry `retry_after` (whole seconds), sent to the client as `Retry-After`. Only
 `adaptive_plugin.adapters` turns them into LiteLLM or HTTP responses.
 """
 
@@ -44,14 +49,18 @@ __all__ = [
     "ForbiddenParameterError",
     "InvalidRequestError",
     "KeysError",
+    "LimitsError",
+    "LimitsUnavailableError",
     "ModelNotAllowedError",
     "NoCandidateError",
     "NoKeyAvailableError",
     "NotFoundError",
     "PlanError",
+    "RateLimitedError",
     "RouteNotAllowedError",
     "RoutingError",
     "SchemaError",
+    "SpendCapReachedError",
     "StorageError",
     "VaultError",
 ]
@@ -185,3 +194,34 @@ class ForbiddenParameterError(BoundaryError):
 class InvalidRequestError(BoundaryError):
     status_code = 400
     code = "invalid_parameter"
+
+
+class LimitsError(AdaptiveError):
+    """A limit refused the request; `retry_after` is whole seconds until it may be accepted."""
+
+    status_code = 429
+    code = "limit_exceeded"
+
+    def __init__(self, message: str, *, retry_after: int = 1) -> None:
+        super().__init__(message)
+        self.retry_after = max(1, int(retry_after))
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """HTTP headers of the error response (LiteLLM's proxy sends an exception's `headers`)."""
+        return {"retry-after": str(self.retry_after), "x-adaptive-error-code": self.code}
+
+
+class RateLimitedError(LimitsError):
+    status_code = 429
+    code = "rate_limited"
+
+
+class SpendCapReachedError(LimitsError):
+    status_code = 429
+    code = "spend_cap_reached"
+
+
+class LimitsUnavailableError(LimitsError):
+    status_code = 503
+    code = "limits_unavailable"

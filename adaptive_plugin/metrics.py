@@ -103,3 +103,13 @@ LEDGER_COMMIT_LAG_SECONDS = Histogram(
     buckets=(0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 2.0, 5.0, 10.0),
 )
 
+LIMITS_REFUSALS = Counter(
+    "adaptive_limits_refusals_total",
+    "Attempts a spending cap or rate limit refused, by scope (key, project, environment) and limit (spend, rpm, tpm).",
+    ("scope", "limit"),
+)
+LIMITS_STORE_FALLBACKS = Counter(
+    "adaptive_limits_store_fallbacks_total",
+    "Limit operations Redis did not answer, by what happened instead (database, refuse).",
+    ("outcome",),
+)

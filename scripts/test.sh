@@ -8,6 +8,7 @@ cd "$(dirname "$0")/.."
 .venv/bin/adaptive-plugin fetch-model --model paraphrase-MiniLM-L3-v2
 ./scripts/services.sh
 export TEST_POSTGRES_URL="${TEST_POSTGRES_URL:-postgresql://postgres@127.0.0.1:5432/test}"
+export TEST_REDIS_URL="${TEST_REDIS_URL:-redis://127.0.0.1:6379/0}"
 set +e
 .venv/bin/python -m pytest "$@"
 code=$?

@@ -199,6 +199,9 @@ def build_router(runtime: Runtime, gate: AuthGate, *, opened_routes: frozenset[s
         except AdaptiveError as exc:
             raise as_http(exc) from exc
 
+    from adaptive_plugin.adapters import limits_api
+
+    limits_api.add_routes(router, runtime, dependencies=admin)
     return router
 
 

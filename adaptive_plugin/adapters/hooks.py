@@ -11,7 +11,8 @@ Each hook translates LiteLLM's arguments, calls one capability, and translates b
 - `async_pre_call_hook` (fails closed): who is calling, cache-control, model selection for
   `auto`, the project's allow-list. Bad input gets a 4xx naming the field.
 - `async_filter_listed_models` (fails closed): `/v1/models` shows a project what it may use.
-- `async_pre_call_deployment_hook` (fails closed): the key for this attempt's provider.
+- `async_pre_call_deployment_hook` (fails closed): the key for this attempt's provider, with its
+  worst case reserved against the spending caps and rate limits (adapters/limits.py).
 - `async_post_call_failure_deployment_hook` (fails open): key health and fallback reasons.
 - `async_post_call_response_headers_hook` (fails open): the x-adaptive-* headers.
 - `async_log_success_event` / `async_post_call_failure_hook` (fail open): ledger and metrics.
@@ -32,6 +33,7 @@ from litellm.integrations.custom_logger import CustomLogger
 
 from adaptive_plugin import metrics
 from adaptive_plugin.adapters import accounting, admin_api, auth, routing
+from adaptive_plugin.adapters import limits as limits_glue
 from adaptive_plugin.adapters.cache_backend import AdaptiveCacheBackend, request_params
 from adaptive_plugin.adapters.deployments import provider_of
 from adaptive_plugin.adapters.failures import drop_retry_after, failure_reason, retry_after
@@ -52,7 +54,8 @@ _REQUEST_FIELDS = ("cost_bias",)  # body fields that are ours: removed before th
 
 
 def http_error(exc: AdaptiveError) -> HTTPException:
-    return HTTPException(status_code=exc.status_code, detail={"error": exc.message, "code": exc.code})
+    return HTTPException(status_code=exc.status_code, detail={"error": exc.message, "code": exc.code},
+                         headers=getattr(exc, "headers", None))  # a LimitsError's Retry-After
 
 
 class AdaptiveHooks(CustomLogger):
@@ -159,6 +162,7 @@ class AdaptiveHooks(CustomLogger):
             else:
                 self._check_allowed(principal, state.requested_model)
                 state.model_group = state.requested_model
+            await limits_glue.precheck(self.runtime, state)
         except AdaptiveError as exc:
             self._retire(state)
             raise http_error(exc) from exc
@@ -227,7 +231,7 @@ class AdaptiveHooks(CustomLogger):
                                                   "custom_llm_provider": kwargs.get("custom_llm_provider")}})
         provider = info.provider or provider_of({"model": kwargs.get("model")})
         pooled = bool(kwargs.get("api_key")) and self.runtime.pooled_healthy(info)
-        choice = self.ctx.resolver.choose(state.principal, provider, state.keys, pooled_available=pooled)
+        choice = await limits_glue.choose_key(self.runtime, state, kwargs, info, provider, pooled=pooled)
         state.provider = provider
         group = (request_metadata(kwargs) or {}).get("model_group")
         if isinstance(group, str) and group:
@@ -254,9 +258,10 @@ class AdaptiveHooks(CustomLogger):
         reason = failure_reason(exception)
         state.keys.last_error = exception
         state.keys.last_error_retryable = reason in KEY_FAILURES
+        wait = retry_after(exception)
+        await limits_glue.attempt_failed(self.runtime, state, reason=reason, retry_after=wait)
         if choice is None or reason not in KEY_FAILURES:
             return  # the request's fault (or LiteLLM's): no key is blamed, no other key repeats it
-        wait = retry_after(exception)
         metrics.KEY_FALLBACKS.labels(provider=choice.provider, key_source=choice.source, reason=reason).inc()
         state.keys.fallbacks.append({"from": choice.fingerprint or f"pooled:{choice.provider}", "reason": reason})
         if choice.key is not None:
@@ -306,6 +311,7 @@ class AdaptiveHooks(CustomLogger):
         state = self.registry.get(request_metadata(data))
         if state is not None and not state.finished:
             state.finished = True
+            await limits_glue.request_failed(self.runtime, state, None)
             row = accounting.ledger_row(state, usage=Usage(), fee=accounting.Fee(0, 0), model="", response_cost=None,
                                         outcome="error", status_code=422, error_code="provider_unprocessable")
             self.ctx.ledger.record(row)
@@ -327,6 +333,7 @@ class AdaptiveHooks(CustomLogger):
         usage = accounting.usage_of(response_obj)
         cost = slo.get("response_cost", kwargs.get("response_cost"))
         fee = accounting.fee_for(state, usage, cost, self.ctx.fee_rates)
+        await limits_glue.settle(self.runtime, state, usage=usage, fee=fee, response_cost=cost)
         model = str(slo.get("model") or kwargs.get("model") or "")
         row = accounting.ledger_row(state, usage=usage, fee=fee, model=model, response_cost=cost)
         self.ctx.ledger.record(row)
@@ -350,8 +357,10 @@ class AdaptiveHooks(CustomLogger):
         if state is None or state.finished:
             return None
         state.finished = True
-        status = getattr(original_exception, "status_code", 500)
-        code = getattr(original_exception, "code", None)
+        transformed = await limits_glue.request_failed(self.runtime, state, original_exception)
+        failure = transformed if transformed is not None else original_exception
+        status = getattr(failure, "status_code", 500)
+        code = (transformed.detail or {}).get("code") if transformed is not None else getattr(original_exception, "code", None)
         row = accounting.ledger_row(
             state, usage=Usage(), fee=accounting.Fee(0, 0), model="", response_cost=None, outcome="error",
             status_code=int(status) if isinstance(status, int) else 500, error_code=str(code)[:64] if code else None,
@@ -359,7 +368,7 @@ class AdaptiveHooks(CustomLogger):
         self.ctx.ledger.record(row)
         accounting.record_metrics(row, project_labels=self.settings.metrics_project_labels)
         self._retire(state)
-        return None
+        return transformed
 
 
 RETIRE_AFTER_SECONDS = 10.0

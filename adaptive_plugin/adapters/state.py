@@ -38,6 +38,7 @@ class RequestState:
     keys: RequestKeyState = field(default_factory=RequestKeyState)
     provider: str = ""
     finished: bool = False
+    limits: Any = None  # adapters.limits.RequestLimits: reservations and limits met
 
 
 class RequestRegistry:

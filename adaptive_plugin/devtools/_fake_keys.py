@@ -38,7 +38,8 @@ class KeySpec:
 
     `behaviour` is one of `BEHAVIOURS`. `provider` restricts the key to the OpenAI or Anthropic
     paths (a call on the other provider's path gets 401). `delay_s` is slept before answering;
-    for `slow` (and a flaky draw of `slow`) it defaults to `DEFAULT_SLOW_S`. `retry_after` is the
+    for `slow` (and a flaky draw of `slow`) it defaults to `DEFAULT_SLOW_S`. `chunk_delay_s` is
+    slept between the chunks of a streamed answer (a slow stream). `retry_after` is the
     `retry-after` header (seconds) sent with a 429. The `p_*` probabilities apply to `flaky` only;
     their sum must not exceed 1, the remainder is `ok`.
 
@@ -52,6 +53,7 @@ class KeySpec:
     behaviour: str = "ok"
     provider: Provider = "any"
     delay_s: float | None = None
+    chunk_delay_s: float | None = None
     retry_after: int | None = None
     p_429: float = 0.0
     p_500: float = 0.0
@@ -69,6 +71,8 @@ class KeySpec:
             raise ValueError(f"unknown provider {self.provider!r}; expected one of {sorted(PROVIDERS)}")
         if self.delay_s is not None and self.delay_s < 0:
             raise ValueError("KeySpec.delay_s must be >= 0")
+        if self.chunk_delay_s is not None and self.chunk_delay_s < 0:
+            raise ValueError("KeySpec.chunk_delay_s must be >= 0")
         if self.retry_after is not None and self.retry_after < 0:
             raise ValueError("KeySpec.retry_after must be >= 0")
         probabilities = (self.p_429, self.p_500, self.p_reset, self.p_slow)

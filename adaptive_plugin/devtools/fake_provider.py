@@ -319,10 +319,12 @@ class FakeProvider:
                 else anthropic_message(answer, call_id=call_id)
             )
             return web.json_response(body, headers=_request_id(provider, call_id))
-        return await self._stream(request, provider, payload, answer, call_id)
+        return await self._stream(request, provider, payload, answer, call_id,
+                                  chunk_delay=(spec.chunk_delay_s or 0.0) if spec is not None else 0.0)
 
     async def _stream(
-        self, request: web.Request, provider: str, payload: dict[str, Any], answer: Answer, call_id: str
+        self, request: web.Request, provider: str, payload: dict[str, Any], answer: Answer, call_id: str,
+        *, chunk_delay: float = 0.0,
     ) -> web.StreamResponse:
         response = web.StreamResponse(
             headers={
@@ -339,7 +341,9 @@ class FakeProvider:
             chunks = openai_stream(answer, call_id=call_id, include_usage=include_usage)
         else:
             chunks = anthropic_stream(answer, call_id=call_id)
-        for chunk in chunks:
+        for i, chunk in enumerate(chunks):
+            if chunk_delay and i:
+                await asyncio.sleep(chunk_delay)
             await response.write(chunk)
         await response.write_eof()
         return response

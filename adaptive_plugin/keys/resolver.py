@@ -1,9 +1,10 @@
 """Per-attempt key choice: the project's healthy keys for the provider, then the pooled key.
 
 Each attempt of a request (LiteLLM retries and fallbacks included) asks `choose()` for the
-key of *that* deployment's provider. Keys already tried in the request, cooling down, marked
-invalid, over their spending cap or over their rate limit are skipped. Keys of one provider
-are never offered for another.
+key of *that* deployment's provider. Keys already tried in the request, cooling down or marked
+invalid are skipped, and so are keys the limits capability knows to be over their spending cap
+(a key's caps and rpm limit are counted cluster-wide when an attempt is admitted, see
+adaptive_plugin.limits). Keys of one provider are never offered for another.
 """
 
 from __future__ import annotations
@@ -86,28 +87,31 @@ class RequestKeyState:
 @dataclass(slots=True)
 class _Health:
     cooldown_until: float = 0.0
+    cooldown_reason: str = ""
     invalid: bool = False
-    calls: deque[float] = field(default_factory=deque)
+    calls: deque[float] = field(default_factory=deque)  # this process's calls (for `health`), not enforced
 
 
 class KeyResolver:
     """Chooses keys and remembers their health in this process.
 
     `load_keys(project_id, environment)` returns the decrypted active keys (the caller caches
-    and resyncs them); `spend_of(key, period)` returns a key's provider spend in micro-dollars
-    for the current day or month.
+    and resyncs them). A key's spending cap and rpm limit are counted cluster-wide by the limits
+    capability when an attempt is admitted; `limit_hint(project_id, key)` returns
+    `(reason, seconds)` when a key is already known to be held back by one, so that it is
+    skipped without asking.
     """
 
     def __init__(
         self,
         *,
         load_keys: Callable[[str, str], list[ResolvedKey]],
-        spend_of: Callable[[ResolvedKey], int],
+        limit_hint: Callable[[str, ResolvedKey], tuple[str, float] | None] | None = None,
         default_cooldown: float = 30.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._load_keys = load_keys
-        self._spend_of = spend_of
+        self._limit_hint = limit_hint
         self._default_cooldown = default_cooldown
         self._clock = clock
         self._health: dict[str, _Health] = {}
@@ -117,27 +121,41 @@ class KeyResolver:
             return []
         return [k for k in self._load_keys(principal.project_id, principal.environment) if k.provider == provider]
 
-    def _skip_reason(self, key: ResolvedKey, now: float) -> str | None:
+    def _skip_reason(self, key: ResolvedKey, now: float, project_id: str = "") -> str | None:
         h = self._health.get(key.id)
         if h is not None:
             if h.invalid:
                 return "invalid"
             if h.cooldown_until > now:
                 return "cooling_down"
-            if key.rpm_limit is not None:
-                while h.calls and h.calls[0] <= now - 60:
-                    h.calls.popleft()
-                if len(h.calls) >= key.rpm_limit:
-                    return "rate_limit"
-        if key.spend_cap_micros is not None and self._spend_of(key) >= key.spend_cap_micros:
-            return "spend_cap"
+        if self._limit_hint is not None and (hint := self._limit_hint(project_id, key)) is not None:
+            return hint[0]
         return None
 
     def usable_byok(self, principal: Principal, provider: str, *, exclude: list[str] | tuple[str, ...] = ()) -> bool:
         now = self._clock()
         return any(
-            k.id not in exclude and self._skip_reason(k, now) is None for k in self.candidates(principal, provider)
+            k.id not in exclude and self._skip_reason(k, now, principal.project_id) is None
+            for k in self.candidates(principal, provider)
         )
+
+    def wait_hint(self, principal: Principal, provider: str | None = None) -> tuple[str, float] | None:
+        """`(reason, seconds)` until the soonest of the project's keys (of `provider`, or any)
+        held back by a rate limit or a spending cap may serve again; None when none is."""
+        now = self._clock()
+        waits: list[tuple[float, str]] = []
+        for key in self._load_keys(principal.project_id, principal.environment) if principal.byok_allowed else []:
+            if provider is not None and key.provider != provider:
+                continue
+            h = self._health.get(key.id)
+            if h is not None and not h.invalid and h.cooldown_until > now and h.cooldown_reason == "rate_limited":
+                waits.append((h.cooldown_until - now, "rate_limited"))
+            if self._limit_hint is not None and (hint := self._limit_hint(principal.project_id, key)) is not None:
+                waits.append((hint[1], hint[0]))
+        if not waits:
+            return None
+        seconds, reason = min(waits)
+        return reason, seconds
 
     def can_serve(self, principal: Principal, provider: str, *, pooled_available: bool) -> bool:
         """Whether some key (BYOK, or pooled if the policy allows) could serve this provider now."""
@@ -153,7 +171,7 @@ class KeyResolver:
             if key.id in state.attempted:
                 skipped.append(f"{key.fingerprint} already failed in this request")
             else:
-                reason = self._skip_reason(key, now)
+                reason = self._skip_reason(key, now, principal.project_id)
                 if reason is not None:
                     skipped.append(f"{key.fingerprint} {reason.replace('_', ' ')}")
         if not principal.byok_allowed and not pooled_available:
@@ -174,9 +192,8 @@ class KeyResolver:
         """The key for the next attempt on `provider`, or NoKeyAvailableError explaining why none."""
         now = self._clock()
         for key in self.candidates(principal, provider):
-            if key.id in state.attempted or self._skip_reason(key, now) is not None:
+            if key.id in state.attempted or self._skip_reason(key, now, principal.project_id) is not None:
                 continue
-            self._record_call(key, now)
             choice = KeyChoice(source="byok", provider=provider, key=key)
             state.attempted.append(key.id)
             state.last_choice = choice
@@ -188,9 +205,15 @@ class KeyResolver:
             return choice
         raise NoKeyAvailableError(self.explain(principal, provider, state, pooled_available=pooled_available))
 
-    def _record_call(self, key: ResolvedKey, now: float) -> None:
-        if key.rpm_limit is not None:
-            self._health.setdefault(key.id, _Health()).calls.append(now)
+    def note_call(self, key: ResolvedKey) -> None:
+        """A call is made with `key` (admitted by its limits): counted for `health`, this process only."""
+        if key.rpm_limit is None:
+            return
+        now = self._clock()
+        calls = self._health.setdefault(key.id, _Health()).calls
+        calls.append(now)
+        while calls and calls[0] <= now - 60:
+            calls.popleft()
 
     def report_failure(self, key: ResolvedKey, reason: FailureReason, *, retry_after: float | None = None) -> None:
         """Cool the key down (honouring retry-after); `invalid` keys stay out until reactivated."""
@@ -202,7 +225,9 @@ class KeyResolver:
             wait = max(retry_after or 0.0, QUOTA_COOLDOWN_SECONDS)
         else:
             wait = retry_after if retry_after and retry_after > 0 else self._default_cooldown
-        h.cooldown_until = max(h.cooldown_until, self._clock() + wait)
+        until = self._clock() + wait
+        if until >= h.cooldown_until:
+            h.cooldown_until, h.cooldown_reason = until, reason
 
     def forget(self, key_id: str) -> None:
         """Drop remembered health (a reactivated or re-added key starts clean)."""

@@ -146,18 +146,25 @@ def test_streamed_request_falls_back_to_the_next_key(gateway: Gateway, model: st
 
 
 def test_key_over_its_rate_limit_or_spending_cap_is_skipped(gateway: Gateway) -> None:
+    """A key's rpm and cap are counted cluster-wide when an attempt is admitted (adaptive_plugin.limits):
+    a key without room for the attempt's worst case is skipped for the next one, as a failing key is."""
     project = gateway.project(keys=[])
+    # gpt-4o-mini, max_tokens 64: an attempt may cost the key about 41 micro-dollars (its input and 64
+    # output tokens); one with 5 + 60 tokens costs 37, so a 60 micro-dollar cap has room for one, not two
     for label, priority, extra in (("rpm-limited", 1, {"rpm_limit": 1}),
-                                   ("spend-capped", 2, {"spend_cap_usd": "0.000001", "spend_cap_period": "day"}),
+                                   ("spend-capped", 2, {"spend_cap_usd": "0.00006", "spend_cap_period": "day"}),
                                    ("cap-backup", 3, {})):
         gateway.admin("POST", f"/adaptive/projects/{project.id}/provider-keys", expect=201, json={
             "environment": "production", "provider": "openai", "api_key": byok_key(label), "priority": priority, **extra})
     gateway.fake.set_keys(FAKE_KEYS)
+    views = gateway.admin("GET", f"/adaptive/projects/{project.id}/provider-keys", expect=200).json()
+    fingerprints = {v["priority"]: v["fingerprint"] for v in views}
     client = gateway.client(project.api_key)
     mark = gateway.mark()
-    chat(client, "first #tokens=1000,1000", extra_headers=NO_STORE)      # the rpm-limited key (1/min) answers
-    chat(client, "second #tokens=1000,1000", extra_headers=NO_STORE)     # over its rpm: the capped key answers, spends
-    time.sleep(1.5)                                                       # ledger flush + spend refresh
-    chat(client, "third #tokens=1000,1000", extra_headers=NO_STORE)      # over rpm and over cap: the backup
+    chat(client, "first #tokens=5,60", max_tokens=64, extra_headers=NO_STORE)  # the rpm-limited key (1/min) answers
+    _, second = chat(client, "second #tokens=5,60", max_tokens=64, extra_headers=NO_STORE)  # over its rpm: the capped key
+    _, third = chat(client, "third #tokens=5,60", max_tokens=64, extra_headers=NO_STORE)  # over rpm, no room in the cap
     labels = [c["key_label"] for c in gateway.calls_since(mark)]
     assert labels == ["rpm-limited", "spend-capped", "cap-backup"]
+    assert second["x-adaptive-fallbacks"] == f"{fingerprints[1]}:rpm_limit"
+    assert third["x-adaptive-fallbacks"] == f"{fingerprints[1]}:rpm_limit,{fingerprints[2]}:spend_cap"

@@ -42,6 +42,8 @@ OPERATIONS = [
     ("POST", "/adaptive/projects/{project_id}/provider-keys/{key_id}/revoke"),
     ("POST", "/adaptive/projects/{project_id}/provider-keys/{key_id}/activate"),
     ("DELETE", "/adaptive/projects/{project_id}/provider-keys/{key_id}"),
+    ("GET", "/adaptive/projects/{project_id}/limits"),
+    ("PUT", "/adaptive/projects/{project_id}/limits"),
     ("POST", "/adaptive/rotate-encryption"),
     ("GET", "/adaptive/usage"),
     ("GET", "/adaptive/requests"),

@@ -19,6 +19,7 @@ PACKAGES = [
     "adaptive_plugin.db",
     "adaptive_plugin.cache",
     "adaptive_plugin.routing",
+    "adaptive_plugin.limits",
 ]
 NOT_EXPORTS = {"annotations"}  # `from __future__ import annotations`
 

@@ -30,19 +30,29 @@ def key(kid: str, provider: str = "openai", priority: int = 100, *, cap: int | N
 
 
 class World:
-    """The keys a project has (already in priority order, as KeyService returns them) and their spend."""
+    """The keys a project has (already in priority order, as KeyService returns them) and the
+    limits known to hold some back (`hints`: key id -> (reason, seconds), as the limits capability says)."""
 
     def __init__(self, keys: list[ResolvedKey]) -> None:
         self.keys = keys
-        self.spend: dict[str, int] = {}
+        self.hints: dict[str, tuple[str, float]] = {}
+        self.hinted_projects: list[str] = []
         self.loads: list[tuple[str, str]] = []
         self.clock = Clock()
-        self.resolver = KeyResolver(load_keys=self.load, spend_of=lambda k: self.spend.get(k.id, 0),
-                                    default_cooldown=30.0, clock=self.clock)
+        self.resolver = KeyResolver(load_keys=self.load, limit_hint=self.hint, default_cooldown=30.0, clock=self.clock)
+
+    def hint(self, project_id: str, key: ResolvedKey) -> tuple[str, float] | None:
+        self.hinted_projects.append(project_id)
+        return self.hints.get(key.id)
 
     def load(self, project_id: str, environment: str) -> list[ResolvedKey]:
         self.loads.append((project_id, environment))
         return list(self.keys)
+
+    def choose_key(self, p: Principal) -> ResolvedKey:
+        choice = self.resolver.choose(p, "openai", RequestKeyState(), pooled_available=True)
+        assert choice.key is not None
+        return choice.key
 
     def choose(self, p: Principal, provider: str = "openai", state: RequestKeyState | None = None,
                *, pooled: bool = True) -> str:
@@ -170,20 +180,11 @@ def test_invalid_key_stays_out_until_forgotten() -> None:
     assert w.choose(principal()) == "a"
 
 
-def test_over_rpm_key_is_skipped_for_a_minute() -> None:
-    w = World([key("a", rpm=2), key("b")])
-    assert [w.choose(principal()) for _ in range(3)] == ["a", "a", "b"]
-    w.clock.now += 59
-    assert w.choose(principal()) == "b"
-    w.clock.now += 1.01
-    assert w.choose(principal()) == "a"
-
-
 def test_health_reports_what_choose_skips() -> None:
     """What the dashboard shows for a key: this process's view of its cooldown and rate window."""
     w = World([key("a", rpm=5), key("b")])
     assert w.resolver.health("a") == ("ok", 0.0, 0)
-    w.choose(principal())
+    w.resolver.note_call(w.choose_key(principal()))  # as the limits glue does once the key is admitted
     assert w.resolver.health("a") == ("ok", 0.0, 1)
     w.resolver.report_failure(w.keys[0], "rate_limited", retry_after=12)
     assert w.resolver.health("a") == ("cooling_down", 12.0, 1)
@@ -195,14 +196,35 @@ def test_health_reports_what_choose_skips() -> None:
     assert w.resolver.health("b")[0] == "invalid"
 
 
-def test_over_spend_cap_key_is_skipped() -> None:
+def test_key_the_limits_hold_back_is_skipped() -> None:
     w = World([key("a", cap=1_000_000), key("b")])
-    w.spend["a"] = 999_999
     assert w.choose(principal()) == "a"
-    w.spend["a"] = 1_000_000
+    w.hints["a"] = ("spend_cap", 3600.0)
     assert w.choose(principal()) == "b"
+    assert set(w.hinted_projects) == {"prj_1"}
     with pytest.raises(NoKeyAvailableError, match="fp-a spend cap"):
         w.choose(principal(fallback="byok_only"), state=RequestKeyState(attempted=["b"]))
+
+
+def test_rpm_limits_are_not_counted_in_the_process() -> None:
+    """A key's rpm is counted cluster-wide when an attempt is admitted (adaptive_plugin.limits),
+    so the resolver offers the key however often it was chosen."""
+    w = World([key("a", rpm=1), key("b")])
+    assert [w.choose(principal()) for _ in range(3)] == ["a", "a", "a"]
+
+
+def test_wait_hint_is_the_soonest_rate_limit_or_cap() -> None:
+    w = World([key("a"), key("b"), key("c", provider="anthropic"), key("d")])
+    assert w.resolver.wait_hint(principal()) is None
+    w.resolver.report_failure(w.keys[0], "rate_limited", retry_after=20.0)
+    w.resolver.report_failure(w.keys[3], "server_error")  # not a limit: no wait to tell
+    assert w.resolver.wait_hint(principal(), "openai") == ("rate_limited", 20.0)
+    w.hints["b"] = ("spend_cap", 7.0)
+    assert w.resolver.wait_hint(principal(), "openai") == ("spend_cap", 7.0)
+    assert w.resolver.wait_hint(principal(), "anthropic") is None
+    w.hints["c"] = ("spend_cap", 3.0)
+    assert w.resolver.wait_hint(principal()) == ("spend_cap", 3.0)  # any provider
+    assert w.resolver.wait_hint(principal(plan="developer")) is None  # no own keys
 
 
 def test_can_serve_and_usable_byok() -> None:
@@ -216,16 +238,15 @@ def test_can_serve_and_usable_byok() -> None:
 
 
 def test_explain_lists_every_skipped_key() -> None:
-    w = World([key("a"), key("b", rpm=1), key("c", cap=1), key("d")])
-    w.spend["c"] = 5
+    w = World([key("a"), key("b"), key("c", cap=1), key("d")])
+    w.hints["c"] = ("spend_cap", 60.0)
     w.resolver.report_failure(w.keys[0], "server_error")
-    w.choose(principal())  # uses b's only call this minute
     w.resolver.report_failure(w.keys[3], "invalid")
-    state = RequestKeyState()
+    state = RequestKeyState(attempted=["b"])
     with pytest.raises(NoKeyAvailableError) as info:
         w.choose(principal(fallback="byok_only"), state=state)
     message = str(info.value)
-    for part in ("fp-a cooling down", "fp-b rate limit", "fp-c spend cap", "fp-d invalid"):
+    for part in ("fp-a cooling down", "fp-b already failed", "fp-c spend cap", "fp-d invalid"):
         assert part in message
     assert "sk-" not in message  # secrets never appear
 
