@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from adaptive_plugin import providers
 from adaptive_plugin.errors import AdaptiveError
 
 
@@ -54,8 +55,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     ctx = _context(embedder=not args.skip_model)
-    _print({"settings": ctx.settings.redacted(), "vault_rows_checked": ctx.keys.check_vault(), "ok": True})
-    ctx.close()
+    try:
+        odd = ctx.keys.unknown_provider_keys()
+        unusable = [row for row in odd if not row["note"].startswith("stored under the alias")]
+        _print({"settings": ctx.settings.redacted(), "vault_rows_checked": ctx.keys.check_vault(),
+                "provider_keys_with_unknown_provider": odd, "ok": not unusable})
+    finally:
+        ctx.close()
+    if unusable:
+        print(f"error: {len(unusable)} stored provider key(s) name an unknown provider and are never used "
+              "(see provider_keys_with_unknown_provider)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -163,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = pk.add_parser("add")
     p.add_argument("project")
     p.add_argument("--environment", required=True, choices=["dev", "staging", "production"])
-    p.add_argument("--provider", required=True, help="LiteLLM provider: openai, anthropic, gemini, groq, deepseek, ...")
+    p.add_argument("--provider", required=True, help="provider: " + ", ".join(providers.supported_names())
+                   + " (google is an alias of gemini)")
     p.add_argument("--api-key", help="the key (prefer --key-stdin: command lines end up in shell history)")
     p.add_argument("--key-stdin", action="store_true", help="read the key from standard input")
     p.add_argument("--priority", type=int, default=100)

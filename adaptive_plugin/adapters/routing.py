@@ -14,7 +14,7 @@ from adaptive_plugin import metrics
 from adaptive_plugin.adapters.deployments import DeploymentInfo
 from adaptive_plugin.adapters.cache_backend import embed_soon, request_embedding
 from adaptive_plugin.embedding import embedding_text, query_text
-from adaptive_plugin.errors import RoutingError
+from adaptive_plugin.errors import PlanError, RoutingError
 from adaptive_plugin.keys import Principal
 from adaptive_plugin.routing._assess import Assessment, assess
 from adaptive_plugin.routing._request import route_request
@@ -67,6 +67,8 @@ def _candidates(hooks: AdaptiveHooks, principal: Principal) -> tuple[list[Candid
                 providers.add(info.provider)
     if not candidates:
         raise RoutingError("no model in the proxy's model_list is marked routable (model_info.adaptive.routable)")
+    if not providers and (refusal := hooks.ctx.resolver.plan_refusal(principal)):
+        raise PlanError(refusal)
     return candidates, frozenset(providers)
 
 
