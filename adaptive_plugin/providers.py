@@ -180,8 +180,8 @@ def require(name: str, *, api_key: str | None = None) -> str:
         for other in _SPECS:
             if other.name != found and any(api_key.startswith(p) for p in other.key_prefixes):
                 raise KeyFormatError(
-                    f"this key looks like a {other.title} key ({other.key_hint}), not a {PROVIDERS[found].title} "
-                    f"key ({PROVIDERS[found].key_hint}); add it with provider {other.name!r}"
+                    f"this looks like a key for {other.title} ({other.key_hint}), not for {PROVIDERS[found].title} "
+                    f"({PROVIDERS[found].key_hint}); add it with provider {other.name!r}"
                 )
     return found
 

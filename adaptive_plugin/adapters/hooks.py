@@ -27,7 +27,7 @@ import litellm
 from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
-from adaptive_plugin import metrics
+from adaptive_plugin import metrics, providers
 from adaptive_plugin.adapters import accounting
 from adaptive_plugin.adapters.cache_backend import AdaptiveCacheBackend, request_params
 from adaptive_plugin.adapters.deployments import DeploymentIndex, provider_of
@@ -415,11 +415,11 @@ def _retry_after(exc: Exception) -> float | None:
     if headers is None:
         response = getattr(exc, "response", None)
         headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    value = headers.get("retry-after")
+    value = headers.get("retry-after") if headers is not None else None
+    if value is None:
+        return providers.retry_delay_seconds(str(exc))  # Gemini: RetryInfo in the body, no header
     try:
-        return float(value) if value is not None else None
+        return float(value)
     except ValueError:
         return None
 
@@ -437,6 +437,9 @@ def _drop_retry_after(exc: Exception) -> None:
 
 def build() -> AdaptiveHooks:
     """Build the plugin from the environment; raises on any bad setting (start-up fails)."""
+    from adaptive_plugin.adapters import pricing
+
+    pricing.check_startup_prices()  # a pooled deployment without a price stops the proxy
     context = PluginContext.build(Settings.from_env())
     # a clean shutdown (SIGTERM to the proxy or a worker) writes every queued ledger row
     atexit.register(context.close)
