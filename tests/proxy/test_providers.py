@@ -193,6 +193,22 @@ def test_no_key_ever_reaches_another_provider(gateway: Gateway) -> None:
     assert seen == {(p, f"iso-{p}") for p in MODELS} | {(p, f"pooled-{p}") for p in MODELS if p != "gemini"}
 
 
+def test_model_fallback_to_another_provider_takes_that_providers_key(gateway: Gateway) -> None:
+    """The trap of DESIGN.md: a key injected for one provider must not follow the request to the next."""
+    broken = byok_key("fallback-gemini-500", "500", provider="gemini")
+    groq = byok_key("fallback-groq-ok", provider="groq")
+    project = gateway.project(fallback="byok_only", keys=[("gemini", broken, 1), ("groq", groq, 1)])
+    mark = gateway.mark()
+    completion, headers = chat(gateway.client(project.api_key), "Prove that the square root of 2 is irrational, "
+                               "step by step, then generalise the proof to every prime.", model="auto",
+                               extra_headers=NO_STORE, extra_body={"cost_bias": 1.0})
+    assert completion.choices[0].message.content
+    calls = labels(gateway, mark)
+    assert calls[0] == ("gemini", "fallback-gemini-500") and calls[-1] == ("groq", "fallback-groq-ok")
+    assert set(calls) == {("gemini", "fallback-gemini-500"), ("groq", "fallback-groq-ok")}
+    assert headers["x-adaptive-provider"] == "groq" and headers["x-adaptive-route-fallback"].startswith("gemini-")
+
+
 def test_auto_picks_among_the_providers_the_project_has_keys_for(gateway: Gateway) -> None:
     hard = ("Implement a thread-safe LRU cache in Python with O(1) get and put, TTL per entry, unit tests for "
             "eviction and concurrency, and explain the complexity step by step.\n```python\nclass LRU: ...\n```")
