@@ -254,7 +254,14 @@ def test_explain_lists_every_skipped_key() -> None:
         (None, "timed out", {"timeout": True}, "timeout"),
         (500, "read timeout", {"timeout": True}, "timeout"),
         (None, "connection refused", {"connection": True}, "connection"),
-        (400, "invalid request: messages is required", {}, "other"),
+        (400, "invalid request: messages is required", {}, "request"),
+        (404, "model not found", {}, "request"),
+        (422, "unprocessable", {}, "request"),
+        (413, "request too large", {}, "request"),
+        (400, "This model's maximum context length is 8192 tokens", {}, "request"),
+        (429, "Quota exceeded for quota metric 'Generate Content API requests per minute'", {}, "rate_limited"),
+        (500, "litellm could not transform the request", {"internal": True}, "internal"),
+        (None, "something odd", {}, "internal"),
         # provider-specific shapes (adaptive_plugin.providers)
         (401, 'GeminiException - {"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"}}',
          {}, "invalid"),
@@ -266,8 +273,6 @@ def test_explain_lists_every_skipped_key() -> None:
          "rate_limited"),
         (402, 'DeepseekException - {"error": {"message": "Insufficient Balance", "type": "unknown_error"}}', {}, "quota"),
         (402, "Payment Required", {}, "quota"),
-        (404, "model not found", {}, "other"),
-        (None, "something odd", {}, "other"),
     ],
 )
 def test_classify_failure(status: int | None, message: str, flags: dict[str, bool], reason: str) -> None:
