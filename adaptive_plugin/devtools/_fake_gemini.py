@@ -157,5 +157,5 @@ def gemini_error(outcome: str, *, model: str, retry_after: int) -> tuple[int, di
     return 500, _error(500, "INTERNAL", message), {}
 
 
-def gemini_bad_request(message: str) -> dict[str, Any]:
-    return _error(400, "INVALID_ARGUMENT", message)
+def gemini_bad_request(message: str, *, status: int = 400) -> dict[str, Any]:
+    return _error(status, "NOT_FOUND" if status == 404 else "INVALID_ARGUMENT", message)

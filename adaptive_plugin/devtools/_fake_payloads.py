@@ -291,10 +291,10 @@ def _deepseek_error(outcome: str, *, key: str | None, retry_after: int) -> tuple
     return 500, openai_error("Server Error", type_="server_error", code="server_error"), {}
 
 
-def bad_request(provider: str, message: str) -> dict[str, Any]:
-    """The body of a 400 for an unusable request."""
+def bad_request(provider: str, message: str, *, status: int = 400) -> dict[str, Any]:
+    """The body of a 4xx for an unusable request."""
     if provider == "gemini":
-        return gemini_bad_request(message)
+        return gemini_bad_request(message, status=status)
     if provider in OPENAI_COMPATIBLE:
         return openai_error(message, type_="invalid_request_error", code=None, param=provider != "groq")
     return anthropic_error(message, type_="invalid_request_error")

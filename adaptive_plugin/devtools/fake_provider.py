@@ -345,11 +345,11 @@ class FakeProvider:
         if problem is not None:
             self._update(entry, outcome="bad_request", status=400)
             return web.json_response(bad_request(provider, problem), status=400)
-        fault = _request_fault(payload)
+        fault = _request_fault({"messages": gemini.gemini_messages(payload)[0]} if provider == "gemini" else payload)
         if fault is not None:
             self._update(entry, outcome="bad_request", status=fault)
-            return web.json_response(bad_request(provider, f"the request was refused (fake provider, {fault})"),
-                                     status=fault)
+            message = f"the request was refused (fake provider, {fault})"
+            return web.json_response(bad_request(provider, message, status=fault), status=fault)
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
         if provider == "gemini":

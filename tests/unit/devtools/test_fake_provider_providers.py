@@ -198,3 +198,14 @@ async def test_slow_key_times_out(fake: FakeProvider, provider: str) -> None:
     fake.set_keys({**KEYS, f"slow-{provider}": {"label": "slow", "behaviour": "slow", "delay_s": 2.0}})
     with pytest.raises(litellm.Timeout):
         await litellm.acompletion(messages=CACHED, timeout=0.3, **args(fake, provider, f"slow-{provider}"))
+
+
+@pytest.mark.parametrize("provider", list(MODELS))
+async def test_request_fault_marker_is_the_requests_fault_on_every_provider(fake: FakeProvider, provider: str) -> None:
+    messages = [{"role": "user", "content": "refuse me [fake-provider:404]"}]
+    # LiteLLM raises BadRequestError for any body typed invalid_request_error (Groq, DeepSeek)
+    with pytest.raises((litellm.NotFoundError, litellm.BadRequestError)) as caught:
+        await litellm.acompletion(messages=messages, **args(fake, provider))
+    assert caught.value.status_code == 404
+    assert failure_reason(caught.value) == "request"  # no key is blamed
+    assert [(c["outcome"], c["status"]) for c in fake.calls()] == [("bad_request", 404)]
