@@ -114,7 +114,7 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
     from adaptive_plugin.embedding import default_model_dir, fetch_model
 
     directory = Path(args.dir) if args.dir else default_model_dir()
-    fetch_model(directory, force=args.force)
+    fetch_model(directory, force=args.force, model=args.model)
     print(f"embedding model ready in {directory}")
     return 0
 
@@ -346,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
                                  "$XDG_CACHE_HOME/adaptive-plugin/all-MiniLM-L6-v2-int8, where XDG_CACHE_HOME "
                                  "defaults to ~/.cache)")
     p.add_argument("--force", action="store_true", help="download again even if the directory verifies")
+    p.add_argument("--model", default=None,
+                   help="all-MiniLM-L6-v2 (the default, what the router and cache are tuned on) or paraphrase-MiniLM-L3-v2")
     p.set_defaults(func=cmd_fetch_model)
 
     p = sub.add_parser("migrate", help="create or upgrade the database schema")

@@ -60,6 +60,10 @@ class Settings(BaseSettings):
         True,
         description="Embed requests in a worker process beside the event loop (in-process, an embedding stalls the loop).",
     )
+    embedding_batch_texts: int = Field(
+        8, ge=1, le=64,
+        description="The embedding worker embeds up to this many waiting texts in one run (1: one at a time).",
+    )
     gc_freeze: bool = Field(
         True, description="Freeze the proxy's start-up heap out of the garbage collector (no full-collection pauses)."
     )

@@ -108,7 +108,10 @@ def load_embedder(settings: Settings) -> Embedder:
     model_dir = settings.embedding_model_dir or default_model_dir()
     embedder = Embedder.from_directory(model_dir, threads=settings.embedding_threads)
     if settings.embedding_process:
-        embedder.use_process(model_dir)
+        embedder.use_process(model_dir, max_batch=settings.embedding_batch_texts)
+        if settings.embedding_batch_texts > 1 and not embedder.batch_exact:
+            log.info("embedding: the model in %s scales activations per tensor, so a batch would change its texts' "
+                     "vectors; the worker embeds one text per run", model_dir)
     return embedder
 
 

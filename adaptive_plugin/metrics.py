@@ -83,9 +83,15 @@ PLUGIN_LATENCY_SECONDS = Histogram(
 )
 EMBEDDING_SECONDS = Histogram(
     "adaptive_embedding_seconds",
-    "Compute time of one request embedding, where it ran (process, in_process); no waiting included.",
+    "Compute time of one request embedding (in the worker: its share of its batch's run), where it ran "
+    "(process, in_process); no waiting included.",
     ("where",),
-    buckets=(0.001, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25),
+    buckets=(0.0005, 0.001, 0.0015, 0.002, 0.003, 0.004, 0.005, 0.006, 0.008, 0.01, 0.015, 0.025, 0.05, 0.1, 0.25),
+)
+EMBEDDING_BATCHES = Counter(
+    "adaptive_embedding_batches_total",
+    "Runs of the embedding worker process; each embeds the texts that were waiting (texts per run: "
+    "adaptive_embedding_seconds_count{where=\"process\"} / this).",
 )
 LEDGER_ROWS = Counter(
     "adaptive_billing_ledger_rows_total",

@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     if session is None:
         print("this fastembed layout has no direct session: nothing to measure")
         return 1
-    feeds = [embedder._feed(prompt("stall", i)) for i in range(args.n)]
+    feeds = [embedder._feed([prompt("stall", i)]) for i in range(args.n)]
     for feed in feeds[:10]:
         session.run(None, feed)  # warm-up
 

@@ -78,7 +78,7 @@ def main() -> None:
                     embedder.embed_one(text)
                     times.append((time.perf_counter() - started) * 1000)
                 rounds[label].append(statistics.median(times))
-        tokens = reference._feed(texts[0])["input_ids"].shape[1]
+        tokens = reference._feed([texts[0]])["input_ids"].shape[1]
         print(f"# embed_one p50, {args.n} prompts of about {tokens} tokens, {args.threads} onnxruntime thread(s), "
               f"{args.rounds} interleaved rounds")
         print(f"# {machine_note()}; CPU speed figure {cpu_speed_ms():.0f} ms")

@@ -13,6 +13,9 @@ it starts these `litellm --config` proxies side by side, one worker each:
        counted with the proxy's);
   (b') the same with ADAPTIVE_CACHE_ENABLED=false and ADAPTIVE_ROUTING_USE_EMBEDDING=false;
   (b-inproc) (b) with ADAPTIVE_EMBEDDING_PROCESS=false (embeddings in the proxy process);
+  (b-unbatched) (b) with ADAPTIVE_EMBEDDING_BATCH_TEXTS=1 (the worker embeds one text per run);
+  (b-l3) (b) on paraphrase-MiniLM-L3-v2 (row-wise, batched; `fetch-model --model` puts it next to
+       the default model's directory), not the default: its cache and routing quality are lower;
   (b-auto) `model: "auto"` on (b), when the router answers (skipped with its error otherwise);
   (c)  the cache-hit path on (b): one prompt, stored by a warm-up request, then repeated; in
        the turns of the fastest provider latency, beside bare LiteLLM's fastest calls.
@@ -98,6 +101,7 @@ class Row:
     errors: int
     load: float
     cpu_ms: float  # the proxy process's CPU time (all threads) per measured request
+    worker_cpu_ms: float  # of which its children's (the embedding worker of (b))
     turn_p50s: list[float]  # p50 of each interleaved turn, in turn order
 
 
@@ -111,24 +115,27 @@ def chat_factory(api_key: str, tag: str, *, model: str = MODEL, fixed: str | Non
     return make
 
 
-def process_cpu_seconds(pid: int) -> float:
+def process_cpu_seconds(pid: int) -> tuple[float, float]:
     """User + system CPU time of a process (all threads) and of its running children, such as
-    the embedding worker of (b) (Linux /proc; 0 elsewhere)."""
-    total = 0.0
+    the embedding worker of (b), and the children's share of it (Linux /proc; 0 elsewhere)."""
+    total = children = 0.0
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat.read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
         if stat.parent.name == str(pid) or fields[1] == str(pid):
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return total
+            seconds = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+            total += seconds
+            if stat.parent.name != str(pid):
+                children += seconds
+    return total, children
 
 
 def measure(url: str, make, *, n: int, concurrency: int, warmup: int, deadline_s: float, pid: int,
-            start: int = 0) -> tuple[list[Result], float, float, float]:
+            start: int = 0) -> tuple[list[Result], float, float, tuple[float, float]]:
     """Warm up (unmeasured), then send n requests; returns (results, wall seconds, load average,
-    the proxy's CPU seconds during the measured requests)."""
+    the proxy's CPU seconds during the measured requests, and its children's share)."""
     la = loadavg()
     if warmup:
         asyncio.run(run_load(url, make, n=warmup, concurrency=concurrency, start=10_000_000 + start, keep_body=False,
@@ -136,7 +143,8 @@ def measure(url: str, make, *, n: int, concurrency: int, warmup: int, deadline_s
     cpu = process_cpu_seconds(pid)
     results, wall = asyncio.run(run_load(url, make, n=n, concurrency=concurrency, start=start, keep_body=False,
                                          deadline_s=deadline_s))
-    return results, wall, max(la, loadavg()), process_cpu_seconds(pid) - cpu
+    after = process_cpu_seconds(pid)
+    return results, wall, max(la, loadavg()), (after[0] - cpu[0], after[1] - cpu[1])
 
 
 def histogram_means(metrics_text: str) -> dict[str, float]:
@@ -260,6 +268,17 @@ def start_targets(latency: float, fake: FakeProviderProcess, work: Path, args: a
             extra = {"ADAPTIVE_CACHE_ENABLED": "false", "ADAPTIVE_ROUTING_USE_EMBEDDING": "false"}
         elif variant == "b-inproc":
             extra = {"ADAPTIVE_EMBEDDING_PROCESS": "false"}
+        elif variant == "b-unbatched":
+            extra = {"ADAPTIVE_EMBEDDING_BATCH_TEXTS": "1"}
+        elif variant == "b-l3":
+            from adaptive_plugin.embedding import default_model_dir
+            from adaptive_plugin.embedding._fetch import MODELS
+
+            l3 = default_model_dir().parent / MODELS["paraphrase-MiniLM-L3-v2"].directory_name
+            if not l3.is_dir():
+                print(f"  (b-l3) skipped: no {l3} (adaptive-plugin fetch-model --model paraphrase-MiniLM-L3-v2 --dir {l3})")
+                continue
+            extra = {"ADAPTIVE_EMBEDDING_MODEL_DIR": str(l3)}
         config = bare_config(work) if variant == "a" else demo_config()
         proxy = stack.enter_context(ProxyProcess(config, env=proxy_env(fake.base_url, state, **extra),
                                                  log_path=work / f"proxy-{variant}-{latency:g}.log"))
@@ -302,7 +321,8 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
         order = list(targets)
         per_round = max(1, args.requests // args.rounds)
         for conc in args.levels:
-            acc: dict[str, tuple[list[Result], float, float, float]] = {v: ([], 0.0, 0.0, 0.0) for v in order}
+            acc: dict[str, tuple[list[Result], float, float, tuple[float, float]]] = {
+                v: ([], 0.0, 0.0, (0.0, 0.0)) for v in order}
             turns: dict[str, list[float]] = {}
             for rnd in range(args.rounds):
                 # alternate the order so that no variant always runs right after the same one
@@ -328,7 +348,8 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                     if profiler is not None:
                         profiler.wait()
                     done, total_wall, load, total_cpu = acc[variant]
-                    acc[variant] = (done + results, total_wall + wall, max(load, la), total_cpu + cpu)
+                    acc[variant] = (done + results, total_wall + wall, max(load, la),
+                                    (total_cpu[0] + cpu[0], total_cpu[1] + cpu[1]))
                     ok_ms = [r.latency_s * 1000 for r in results if r.status == 200]
                     turns.setdefault(variant, []).append(pct(ok_ms, 50))
             for variant in order:
@@ -339,10 +360,12 @@ def run_latency(latency: float, fake: FakeProviderProcess, work: Path, args: arg
                     first = next(r for r in results if r.status != 200)
                     print(f"    ({variant}) {errors} errors, e.g. {first.status} {first.error or str(first.body)[:200]}",
                           flush=True)
-                cpu_ms = 1000 * cpu / len(results) if results else float("nan")
-                rows.append(Row(latency, variant, conc, stats, errors, la, cpu_ms, turns.get(variant, [])))
+                cpu_ms = 1000 * cpu[0] / len(results) if results else float("nan")
+                worker_ms = 1000 * cpu[1] / len(results) if results else float("nan")
+                rows.append(Row(latency, variant, conc, stats, errors, la, cpu_ms, worker_ms, turns.get(variant, [])))
                 print(f"  ({variant}) latency {latency:g} ms, c={conc}: p50 {stats.p50_ms:.2f} p95 {stats.p95_ms:.2f} "
-                      f"p99 {stats.p99_ms:.2f} ms, {stats.rps:.0f} req/s, proxy CPU {cpu_ms:.2f} ms/req, "
+                      f"p99 {stats.p99_ms:.2f} ms, {stats.rps:.0f} req/s, proxy CPU {cpu_ms:.2f} ms/req "
+                      f"(embedding worker {worker_ms:.2f}), "
                       f"errors {errors}, load {la:.1f}", flush=True)
         base = notes.get("base_urls", {}).get(latency)
         if base:
@@ -354,20 +377,21 @@ def find(rows: list[Row], latency: float, variant: str, conc: int) -> Row | None
 
 
 def tables(rows: list[Row], args: argparse.Namespace) -> str:
-    out = ["| provider latency | variant | concurrency | p50 ms | p95 ms | p99 ms | req/s | proxy CPU ms/req | errors "
-           "| load avg |", "|---|---|---|---|---|---|---|---|---|---|"]
+    out = ["| provider latency | variant | concurrency | p50 ms | p95 ms | p99 ms | req/s | proxy CPU ms/req "
+           "| of which embedding worker | errors | load avg |", "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lat = "-" if r.variant == "c" else f"{r.latency_ms:g} ms"
         s = r.stats
         out.append(f"| {lat} | ({r.variant}) | {r.concurrency} | {s.p50_ms:.2f} | {s.p95_ms:.2f} | {s.p99_ms:.2f} | "
-                   f"{s.rps:.0f} | {r.cpu_ms:.2f} | {r.errors} | {r.load:.1f} |")
+                   f"{s.rps:.0f} | {r.cpu_ms:.2f} | {r.worker_cpu_ms:.2f} | {r.errors} | {r.load:.1f} |")
     out += ["", "Plugin vs. bare, same provider latency and concurrency (difference in ms; ratio of throughput):", "",
             "| provider latency | concurrency | variant | Δp50 ms | Δp50 per turn: median [min, max] | Δp95 ms "
-            "| Δp99 ms | p50 ratio | req/s ratio | Δproxy CPU ms/req |", "|---|---|---|---|---|---|---|---|---|---|"]
+            "| Δp99 ms | p50 ratio | req/s ratio | Δproxy CPU ms/req | proxy CPU ratio |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for lat in args.latencies:
         for conc in args.levels:
             a = find(rows, lat, "a", conc)
-            for v in ("b", "b-inproc", "b'", "b-auto", "c"):
+            for v in ("b", "b-unbatched", "b-l3", "b-inproc", "b'", "b-auto", "c"):
                 b = find(rows, lat, v, conc)
                 if a is None or b is None:
                     continue
@@ -375,7 +399,7 @@ def tables(rows: list[Row], args: argparse.Namespace) -> str:
                            f"{turn_diffs(a, b)} | "
                            f"{b.stats.p95_ms - a.stats.p95_ms:+.2f} | {b.stats.p99_ms - a.stats.p99_ms:+.2f} | "
                            f"{b.stats.p50_ms / a.stats.p50_ms:.3f} | {b.stats.rps / a.stats.rps:.3f} | "
-                           f"{b.cpu_ms - a.cpu_ms:+.2f} |")
+                           f"{b.cpu_ms - a.cpu_ms:+.2f} | {b.cpu_ms / a.cpu_ms:.3f} |")
     return "\n".join(out)
 
 
@@ -418,6 +442,14 @@ def verdicts(rows: list[Row], args: argparse.Namespace, embs: dict[str, float],
         if a16 and bp16:
             ratio = bp16.stats.rps / a16.stats.rps
             out.append((f"(b') throughput at c=16 >= 0.9x bare ({lat:g} ms provider)", f"{ratio:.3f}x", ratio >= 0.9))
+    for lat in args.latencies:  # the miss path, embedding worker included (issue 22)
+        a16, b16 = find(rows, lat, "a", 16), find(rows, lat, "b", 16)
+        if a16 and b16:
+            ratio = b16.stats.rps / a16.stats.rps
+            out.append((f"(b) throughput at c=16 >= 0.9x bare ({lat:g} ms provider)", f"{ratio:.3f}x", ratio >= 0.9))
+            cpu = b16.cpu_ms / a16.cpu_ms
+            out.append((f"(b) proxy CPU per request at c=16 <= 1.25x bare's, embedding worker included ({lat:g} ms "
+                        "provider)", f"{b16.cpu_ms:.2f} vs {a16.cpu_ms:.2f} ms ({cpu:.3f}x)", cpu <= 1.25))
     for conc in args.levels:
         a, c = find(rows, lat0, "a", conc), find(rows, lat0, "c", conc)
         if a and c:
@@ -437,7 +469,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--levels", default="1,16,64", help="concurrency levels")
     ap.add_argument("--latencies", default="0,50", help="fake provider latencies, ms")
     ap.add_argument("--variants", default="a,b',b,b-inproc",
-                    help="which of a, b', b, b-inproc to run ((c) and (b-auto) ride on b)")
+                    help="which of a, b', b, b-inproc, b-unbatched, b-l3 to run ((c) and (b-auto) ride on b)")
     ap.add_argument("--rounds", type=int, default=6,
                     help="each level is measured in this many turns per variant, interleaved (drift hits all alike)")
     ap.add_argument("--deadline", type=float, default=120.0, help="wall-clock bound per level, seconds")

@@ -15,7 +15,6 @@ Fails open: a cache error is logged and counted, and the request goes to the pro
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import secrets
 import time
@@ -99,11 +98,11 @@ class Prefetches:
     """
 
     def __init__(self, *, max_age: float = 30.0, limit: int = 1024) -> None:
-        self._waiting: OrderedDict[str, tuple[str, asyncio.Future[Any], float]] = OrderedDict()
+        self._waiting: OrderedDict[str, tuple[str, asyncio.Future[Any], float, Any]] = OrderedDict()
         self.max_age = max_age
         self.limit = limit
 
-    def add(self, text: str, future: asyncio.Future[Any]) -> str | None:
+    def add(self, text: str, future: asyncio.Future[Any], keyed: Any = None) -> str | None:
         now = time.monotonic()
         while self._waiting and next(iter(self._waiting.values()))[2] < now - self.max_age:
             self._waiting.popitem(last=False)
@@ -111,18 +110,22 @@ class Prefetches:
             future.cancel()
             return None
         token = secrets.token_hex(8)
-        self._waiting[token] = (text, future, now)
+        self._waiting[token] = (text, future, now, keyed)
         return token
 
     def claim(self, token: Any, text: str) -> asyncio.Future[Any] | None:
         """The future for `token` if it embeds `text` (the pre-call hook's view of the request)."""
+        return self.claim_keyed(token, text)[0]
+
+    def claim_keyed(self, token: Any, text: str) -> tuple[asyncio.Future[Any] | None, Any]:
+        """`claim`, and the request key computed at authentication (`cache.KeyedRequest`)."""
         entry = self._waiting.pop(token, None) if isinstance(token, str) else None
         if entry is None:
-            return None
+            return None, None
         if entry[0] != text:
             entry[1].cancel()
-            return None
-        return entry[1]
+            return None, None
+        return entry[1], entry[3]
 
     def __len__(self) -> int:
         return len(self._waiting)
@@ -166,21 +169,25 @@ class AdaptiveCacheBackend(BaseCache):
             return None
         if not all(isinstance(m, dict) for m in messages):
             return None
+        keyed = None
         if model == settings.auto_model_name:
             needed = settings.routing_use_embedding
         else:
-            needed = (cache is not None and principal.cache_enabled and "no-cache" not in cache_control.lower()
-                      and cache.needs_embedding(principal.scope, messages, {**request_params(body), "model": model}))
+            needed = cache is not None and principal.cache_enabled and "no-cache" not in cache_control.lower()
+            if needed:
+                keyed = cache.keyed(principal.scope, messages, {**request_params(body), "model": model})
+                needed = cache.needs_embedding(principal.scope, messages, keyed.params, keyed=keyed)
         text = embedding_text(query_text(messages)) if needed else ""
         if not text:
             return None
-        return self.prefetches.add(text, embed_soon(embedder, text))
+        return self.prefetches.add(text, embed_soon(embedder, text), keyed)
 
     def adopt(self, state: RequestState, token: Any, messages: list[dict[str, Any]]) -> None:
-        """In the pre-call hook: take over the embedding started at authentication, if any."""
-        future = self.prefetches.claim(token, embedding_text(query_text(messages))) if token else None
+        """In the pre-call hook: take over the embedding (and key) started at authentication, if any."""
+        future, keyed = self.prefetches.claim_keyed(token, embedding_text(query_text(messages))) if token else (None, None)
         if future is not None and state.embedding is None:
             state.embedding_future = future
+        state.cache_key = keyed
 
     def start_embedding(self, state: RequestState, data: dict[str, Any]) -> None:
         """Start the lookup's embedding now, if the lookup will need it and none is under way.
@@ -195,7 +202,8 @@ class AdaptiveCacheBackend(BaseCache):
             return
         if state.embedding is not None or state.embedding_future is not None:
             return
-        if cache.needs_embedding(state.principal.scope, messages, cache_params(state, data)):
+        state.cache_key = cache.keyed(state.principal.scope, messages, cache_params(state, data), state.cache_key)
+        if cache.needs_embedding(state.principal.scope, messages, state.cache_key.params, keyed=state.cache_key):
             state.embedding_future = embed_soon(self.runtime.ctx.embedder, embedding_text(query_text(messages)))
 
     def _lookup(self, state: RequestState, kwargs: dict[str, Any]) -> Any:
@@ -204,18 +212,21 @@ class AdaptiveCacheBackend(BaseCache):
         if cache is None or not isinstance(messages, list):
             return None
         try:
-            result = cache.lookup(state.principal.scope, messages, cache_params(state, kwargs), embedding=state.embedding)
+            result = cache.lookup(state.principal.scope, messages, cache_params(state, kwargs), embedding=state.embedding,
+                                  keyed=state.cache_key)
         except (AdaptiveError, OSError, ValueError) as exc:
             metrics.CACHE_LOOKUPS.labels(outcome="error").inc()
             log.error("adaptive: cache lookup failed, calling the provider: %s", exc)
             return None
         state.cache_outcome = result.outcome
         state.similarity = result.similarity
+        state.cache_key = result.keyed or state.cache_key
         if state.embedding is None and result.embedding is not None:
             state.embedding = result.embedding  # the store after a miss reuses it: one embedding per request
         if result.response is None:
             return None
-        return {"timestamp": time.time(), "response": json.dumps(result.response)}
+        # LiteLLM takes the dict as it is (a string it would parse again): fresh from the database
+        return {"timestamp": time.time(), "response": result.response}
 
     # -- store ---------------------------------------------------------------------------
 
@@ -236,10 +247,11 @@ class AdaptiveCacheBackend(BaseCache):
         try:
             body = response.model_dump(mode="json") if hasattr(response, "model_dump") else dict(response)
             args = (state.principal.scope, state.cache_request[0], body, cache_params(state, {}))
-            if await request_embedding(state) is None and cache.storable(*args) and self.runtime.ctx.embedder is not None:
+            keyed, embedder = state.cache_key, self.runtime.ctx.embedder
+            if await request_embedding(state) is None and cache.storable(*args, keyed=keyed) and embedder is not None:
                 # no lookup embedded it (no-cache, or nothing cached in the partition yet)
-                state.embedding = await embed_soon(self.runtime.ctx.embedder, embedding_text(query_text(args[1])))
-            cache.store(*args, embedding=state.embedding, wait=False)  # queued: no database wait
+                state.embedding = await embed_soon(embedder, embedding_text(query_text(args[1])))
+            cache.store(*args, embedding=state.embedding, wait=False, keyed=keyed)  # queued: no database wait
         except (AdaptiveError, OSError, ValueError, TypeError) as exc:
             log.error("adaptive: cache store failed (the response was delivered): %s", exc)
 

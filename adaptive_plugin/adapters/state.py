@@ -30,6 +30,7 @@ class RequestState:
     embedding_future: Any = None  # asyncio future of `embedding`, started early for the cache lookup
     # (messages, request parameters) the cache partitions on; None: the cache is not used
     cache_request: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
+    cache_key: Any = None  # cache.KeyedRequest: the request's key, hashed once for prefetch, lookup and store
     routed: bool = False
     route_score: float | None = None
     task_type: str | None = None

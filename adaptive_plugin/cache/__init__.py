@@ -12,15 +12,17 @@ from __future__ import annotations
 
 from adaptive_plugin.cache._cache import CacheResult, Outcome, SemanticCache
 from adaptive_plugin.cache._guards import near_miss_reason
-from adaptive_plugin.cache._request import bypass_reason, request_key, unstorable_reason
+from adaptive_plugin.cache._request import KeyedRequest, bypass_reason, keyed_request, request_key, unstorable_reason
 from adaptive_plugin.cache._verifier import Verifier
 
 __all__ = [
     "CacheResult",
+    "KeyedRequest",
     "Outcome",
     "SemanticCache",
     "Verifier",
     "bypass_reason",
+    "keyed_request",
     "near_miss_reason",
     "request_key",
     "unstorable_reason",

@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from adaptive_plugin import metrics
 from adaptive_plugin.cache._guards import near_miss_reason
 from adaptive_plugin.cache._index import PartitionIndex
-from adaptive_plugin.cache._request import RequestKey, bypass_reason, request_key, unstorable_reason
+from adaptive_plugin.cache._request import KeyedRequest, RequestKey, bypass_reason, keyed_request, unstorable_reason
 from adaptive_plugin.cache._store import EntryMeta, EntryStore
 from adaptive_plugin.cache._verifier import Verifier
 from adaptive_plugin.embedding import EMBED_MAX_CHARS, embedding_text
@@ -48,6 +48,7 @@ class CacheResult:
     similarity: float | None
     reason: str
     embedding: np.ndarray | None = field(default=None, repr=False, compare=False)  # computed by this lookup
+    keyed: KeyedRequest | None = field(default=None, repr=False, compare=False)  # for the store that follows
 
     @property
     def hit(self) -> bool:
@@ -337,27 +338,32 @@ class SemanticCache:
         params: dict[str, Any] | None = None,
         *,
         embedding: np.ndarray | None = None,
+        keyed: KeyedRequest | None = None,
     ) -> CacheResult:
         """Serve a cached response for this request if one answers it; never raises on a miss.
 
         `embedding` is the precomputed vector of `embedding_text(query_text(messages))`; without it the
-        cache embeds the text itself, but only after the exact layer has missed.
+        cache embeds the text itself, but only after the exact layer has missed. `keyed`: this
+        request's key from an earlier call (`keyed`, `needs_embedding`), used if it still matches;
+        the result carries the key for the store.
         """
         started = time.perf_counter()
         try:
-            result = self._lookup(scope, messages, params, embedding)
+            result = self._lookup(scope, messages, params, embedding, keyed)
         finally:
             metrics.CACHE_LOOKUP_SECONDS.observe(time.perf_counter() - started)
         metrics.CACHE_LOOKUPS.labels(outcome=_METRIC_OUTCOME[result.outcome]).inc()
         return result
 
     def _lookup(
-        self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None, embedding: np.ndarray | None
+        self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None, embedding: np.ndarray | None,
+        keyed: KeyedRequest | None,
     ) -> CacheResult:
         reason = bypass_reason(messages, params, max_temperature=self.max_temperature, store=False)
         if reason is not None:
             return CacheResult("bypass", None, None, reason)
-        key = request_key(scope, messages, params)
+        keyed = keyed_request(scope, messages, params, keyed)
+        key = keyed.key
         self.sync(force=False)
         now = self._clock()
         with self._lock:
@@ -365,11 +371,11 @@ class SemanticCache:
         if row_id is not None:
             response = self._serve(row_id, now)
             if response is not None:
-                return CacheResult("hit-exact", response, 1.0, "identical request")
+                return CacheResult("hit-exact", response, 1.0, "identical request", keyed=keyed)
         with self._lock:
             index = self._indexes.get(key.partition)
             if index is None:
-                return CacheResult("miss", None, None, "nothing cached for this partition")
+                return CacheResult("miss", None, None, "nothing cached for this partition", keyed=keyed)
         vector = embedding if embedding is not None else self.embedder.embed_one(embedding_text(key.query))
         with self._lock:
             hits = index.search(vector, self.candidates)
@@ -398,16 +404,24 @@ class SemanticCache:
                     continue
             response = self._serve(row_id, now)
             if response is not None:
-                return CacheResult("hit-semantic", response, similarity, f"similar request ({similarity:.3f})")
-        return CacheResult("miss", None, best, why, embedding=vector)
+                return CacheResult("hit-semantic", response, similarity, f"similar request ({similarity:.3f})",
+                                   keyed=keyed)
+        return CacheResult("miss", None, best, why, embedding=vector, keyed=keyed)
 
-    def needs_embedding(self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None = None) -> bool:
+    def keyed(self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None = None,
+              known: KeyedRequest | None = None) -> KeyedRequest:
+        """This request's key: `known` while the request still matches it, else computed (and
+        hashed) now. Pass it to `needs_embedding`, `lookup` and `store`: one hash per request."""
+        return keyed_request(scope, messages, params, known)
+
+    def needs_embedding(self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None = None, *,
+                        keyed: KeyedRequest | None = None) -> bool:
         """Whether `lookup` would embed this request's query: not bypassed, no exact hit, and
         something cached in its partition. Cheap (hashing and dict reads, no lock, no database):
         callers use it to start the embedding early, overlapped with other work."""
         if bypass_reason(messages, params, max_temperature=self.max_temperature, store=False) is not None:
             return False
-        key = request_key(scope, messages, params)
+        key = keyed_request(scope, messages, params, keyed).key
         return key.exact not in self._exact and key.partition in self._indexes
 
     def _serve(self, row_id: int, now: float) -> dict[str, Any] | None:
@@ -433,13 +447,21 @@ class SemanticCache:
         *,
         embedding: np.ndarray | None = None,
         wait: bool = True,
+        keyed: KeyedRequest | None = None,
     ) -> bool:
         """Cache a successful response; returns False when it is skipped (and why is logged).
 
         With `wait=False` the row is queued for the writer thread (see the class docstring).
+        `keyed`: the request's key from its lookup (`CacheResult.keyed`), used if it still matches.
         """
-        key, reason = self._store_key(scope, messages, response, params)
-        if key is None:
+        key, reason = self._store_key(scope, messages, response, params, keyed)
+        text = None
+        if key is not None:
+            try:  # serialised once: the row stores this text
+                text = json.dumps(response, ensure_ascii=False, separators=(",", ":"))
+            except (TypeError, ValueError):
+                key, reason = None, "response is not JSON-serialisable"
+        if key is None or text is None:
             log.debug("semantic cache skipped a store: %s", reason)
             metrics.CACHE_STORES.labels(result="skipped").inc()
             return False
@@ -456,7 +478,7 @@ class SemanticCache:
             "exact_hash": key.exact,
             "query_text": key.query,
             "vector": vector.astype("<f4").tobytes(),
-            "response_json": json.dumps(response, ensure_ascii=False, separators=(",", ":")),
+            "response_json": text,
             "created_at": now,
             "last_used_at": now,
             "expires_at": now + self.ttl_seconds,
@@ -473,19 +495,21 @@ class SemanticCache:
         return True
 
     def storable(
-        self, scope: str, messages: list[dict[str, Any]], response: dict[str, Any], params: dict[str, Any] | None = None
+        self, scope: str, messages: list[dict[str, Any]], response: dict[str, Any], params: dict[str, Any] | None = None,
+        *, keyed: KeyedRequest | None = None,
     ) -> bool:
         """Whether `store` would keep this answer (so it is worth embedding the query first)."""
-        return self._store_key(scope, messages, response, params)[0] is not None
+        return self._store_key(scope, messages, response, params, keyed)[0] is not None
 
     def _store_key(
-        self, scope: str, messages: list[dict[str, Any]], response: dict[str, Any], params: dict[str, Any] | None
+        self, scope: str, messages: list[dict[str, Any]], response: dict[str, Any], params: dict[str, Any] | None,
+        keyed: KeyedRequest | None = None,
     ) -> tuple[RequestKey | None, str | None]:
         reason = bypass_reason(messages, params, max_temperature=self.max_temperature, store=True)
         reason = reason or unstorable_reason(response)
         if reason is not None:
             return None, reason
-        key = request_key(scope, messages, params)
+        key = keyed_request(scope, messages, params, keyed).key
         cached = key.exact in self._exact  # a dict read: no lock, so the event loop never waits on sync()
         with self._pending_lock:
             if cached or key.exact in self._pending:

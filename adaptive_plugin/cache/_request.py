@@ -22,7 +22,8 @@ from typing import Any
 
 from adaptive_plugin.embedding import content_text, query_text
 
-__all__ = ["IGNORED_PARAMS", "RequestKey", "bypass_reason", "request_key", "unstorable_reason"]
+__all__ = ["IGNORED_PARAMS", "KeyedRequest", "RequestKey", "bypass_reason", "keyed_request", "request_key",
+           "unstorable_reason"]
 
 # Request-body keys that change neither the content nor the shape of the answer.
 IGNORED_PARAMS = frozenset(
@@ -106,6 +107,36 @@ def request_key(scope: str, messages: list[dict[str, Any]], params: dict[str, An
     return RequestKey(partition=partition, exact=exact, query=query)
 
 
+@dataclass(frozen=True, eq=False)
+class KeyedRequest:
+    """A request's key with what it was computed from, so that one request hashes once.
+
+    The proxy asks for the key at authentication (whether to start the embedding), at the
+    lookup and at the store; `keyed_request` returns the one it is given while the request
+    still matches it: the same scope and parameters, and messages equal to a shallow copy
+    taken when the key was computed (a few dict comparisons instead of normalising, dumping
+    and hashing the conversation again). Anything else computes a new key.
+    """
+
+    scope: str
+    messages: tuple[Any, ...]
+    params: dict[str, Any]
+    key: RequestKey
+
+    def matches(self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None) -> bool:
+        return (scope == self.scope and (params or {}) == self.params and len(messages) == len(self.messages)
+                and all(m == s for m, s in zip(messages, self.messages)))
+
+
+def keyed_request(scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None,
+                  known: KeyedRequest | None = None) -> KeyedRequest:
+    """`known` if it is still this request's key (see `KeyedRequest`), else a new one."""
+    if known is not None and known.matches(scope, messages, params):
+        return known
+    snapshot = tuple(dict(m) if isinstance(m, dict) else m for m in messages)
+    return KeyedRequest(scope, snapshot, dict(params or {}), request_key(scope, messages, params))
+
+
 def _cache_control(params: dict[str, Any]) -> dict[str, Any]:
     control = params.get("cache")
     return control if isinstance(control, dict) else {}
@@ -176,8 +207,4 @@ def unstorable_reason(response: Any) -> str | None:
             "function_call"
         ):
             return "empty message"
-    try:
-        json.dumps(response)
-    except (TypeError, ValueError):
-        return "response is not JSON-serialisable"
-    return None
+    return None  # whether it serialises is checked where it is serialised (SemanticCache.store)

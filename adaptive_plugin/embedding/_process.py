@@ -5,12 +5,24 @@ In the proxy process an embedding cannot overlap the event loop's work: onnxrunt
 process has its own interpreter. The parent writes framed requests to its stdin and reads
 framed answers from its stdout with the event loop's own reader: no thread, no GIL wait.
 
-Frames: a 4-byte big-endian length, then the body. Request body: an 8-byte request number and
-the UTF-8 text. Answer body: the request number, a status byte (0: float32 vector follows;
-1: error message follows). Number 0 answers first, once the model is loaded.
+Micro-batching: the worker embeds what it has as soon as it has something, and texts that
+arrive while a run is in progress are embedded together in the next one (at most `max_batch`
+per run, padded to the longest; `Embedder.embed_batch` splits texts of very different lengths).
+No text ever waits for a batch to fill: an idle worker starts on the first text at once, and a
+text waits at most for the run in progress. Only a `batch_exact` model is batched (row-wise
+quantized, `_rowwise`, or float): there a text's vector does not depend on the texts it was
+batched with. A model with one activation scale per tensor (all-MiniLM-L6-v2's recipe 2) is
+embedded one text per run.
 
-Child: `python -m adaptive_plugin.embedding._process MODEL_DIR THREADS`, in a session of its
-own. It ends when its stdin closes: when the parent closes it, or when the parent dies.
+Frames: a 4-byte big-endian length, then the body. Request body: an 8-byte request number and
+the UTF-8 text. Answer body: the request number, a status byte (0: its share of the run's
+compute time as a float64 (the run's time over its texts), the number of texts in the run as a
+uint16 and a byte that is 1 on the run's first answer, then the float32 vector; 1: an error
+message follows). Number 0 answers first, once the model is loaded.
+
+Child: `python -m adaptive_plugin.embedding._process MODEL_DIR THREADS [MAX_BATCH]`, in a
+session of its own. It ends when its stdin closes: when the parent closes it, or when the
+parent dies.
 """
 
 from __future__ import annotations
@@ -18,13 +30,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import select
 import struct
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import BinaryIO
-
 import numpy as np
 
 from adaptive_plugin.errors import EmbeddingModelError
@@ -36,38 +47,77 @@ log = logging.getLogger(__name__)
 _HEADER = struct.Struct(">I")
 _NUMBER = struct.Struct(">Q")
 _SECONDS = struct.Struct("<d")  # an answer's compute time, before its vector
+_BATCH = struct.Struct("<HB")  # how many texts that run embedded, and 1 on its first answer
+DEFAULT_MAX_BATCH = 8
 
 
 def _frame(body: bytes) -> bytes:
     return _HEADER.pack(len(body)) + body
 
 
-def _read_frame(stream: BinaryIO) -> bytes | None:
-    head = stream.read(_HEADER.size)
-    if len(head) < _HEADER.size:
-        return None
-    (size,) = _HEADER.unpack(head)
-    body = stream.read(size)
-    return body if len(body) == size else None
+class _Frames:
+    """The child's side of its stdin: complete request bodies, reading only what has arrived."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buffer = bytearray()
+        self.ended = False
+
+    def take(self, limit: int) -> list[bytes]:
+        """Up to `limit` request bodies: blocks only while none has arrived (and the input is open)."""
+        bodies = self._parse(limit)
+        while not bodies and not self.ended:
+            self._read()  # idle: wait for the next request
+            bodies = self._parse(limit)
+        while len(bodies) < limit and not self.ended and select.select([self.fd], [], [], 0)[0]:
+            self._read()  # what arrived during the last run: embedded together
+            bodies += self._parse(limit - len(bodies))
+        return bodies
+
+    def _read(self) -> None:
+        data = os.read(self.fd, 1 << 16)
+        if not data:
+            self.ended = True
+        self.buffer += data
+
+    def _parse(self, limit: int) -> list[bytes]:
+        bodies = []
+        while len(bodies) < limit and len(self.buffer) >= _HEADER.size:
+            (size,) = _HEADER.unpack_from(self.buffer)
+            if len(self.buffer) < _HEADER.size + size:
+                break
+            bodies.append(bytes(self.buffer[_HEADER.size : _HEADER.size + size]))
+            del self.buffer[: _HEADER.size + size]
+        return bodies
 
 
-def _serve(model_dir: Path, threads: int) -> int:
-    """The child: answer requests one at a time until stdin closes."""
+def _answers(embedder: object, bodies: list[bytes]) -> bytes:
+    """Embed the requests' texts in one batch; one answer frame per request (errors included)."""
+    numbers = [body[: _NUMBER.size] for body in bodies]
+    try:
+        texts = [body[_NUMBER.size :].decode("utf-8") for body in bodies]
+        started = time.perf_counter()
+        vectors = embedder.embed_batch(texts)  # type: ignore[attr-defined]
+        seconds = _SECONDS.pack((time.perf_counter() - started) / len(bodies))
+        return b"".join(_frame(number + b"\x00" + seconds + _BATCH.pack(len(bodies), i == 0) + vector.astype("<f4").tobytes())
+                        for i, (number, vector) in enumerate(zip(numbers, vectors, strict=True)))
+    except Exception as exc:  # noqa: BLE001 - reported to the waiting requests
+        if len(bodies) > 1:  # one bad text must not fail the others
+            return b"".join(_answers(embedder, [body]) for body in bodies)
+        return _frame(numbers[0] + b"\x01" + f"{type(exc).__name__}: {exc}".encode())
+
+
+def _serve(model_dir: Path, threads: int, max_batch: int = DEFAULT_MAX_BATCH) -> int:
+    """The child: answer requests in batches (see the module doc) until stdin closes."""
     from adaptive_plugin.embedding._embedder import Embedder
 
     embedder = Embedder.from_directory(model_dir, threads=threads)
-    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    limit = max(1, max_batch) if embedder.batch_exact else 1  # a batch must not change any text's vector
+    frames, stdout = _Frames(sys.stdin.fileno()), sys.stdout.buffer
     stdout.write(_frame(_NUMBER.pack(0) + b"\x00"))  # ready
     stdout.flush()
-    while (body := _read_frame(stdin)) is not None:
-        number = body[: _NUMBER.size]
-        try:
-            started = time.perf_counter()
-            vector = embedder.embed_one(body[_NUMBER.size :].decode("utf-8"))
-            answer = number + b"\x00" + _SECONDS.pack(time.perf_counter() - started) + vector.astype("<f4").tobytes()
-        except Exception as exc:  # noqa: BLE001 - reported to the waiting request
-            answer = number + b"\x01" + f"{type(exc).__name__}: {exc}".encode()
-        stdout.write(_frame(answer))
+    while bodies := frames.take(limit):
+        stdout.write(_answers(embedder, bodies))
         stdout.flush()
     return 0
 
@@ -84,9 +134,11 @@ class EmbeddingProcess:
     """
 
     def __init__(self, model_dir: str | os.PathLike[str], *, threads: int = 1, max_waiting: int = 256,
-                 restart_after: float = 30.0, answer_timeout: float = 10.0, start_timeout: float = 60.0) -> None:
+                 restart_after: float = 30.0, answer_timeout: float = 10.0, start_timeout: float = 60.0,
+                 max_batch: int = DEFAULT_MAX_BATCH) -> None:
         self.model_dir = Path(model_dir)
         self.threads = threads
+        self.max_batch = max_batch
         self.max_waiting = max_waiting
         self.restart_after = restart_after
         self.answer_timeout = answer_timeout
@@ -114,7 +166,8 @@ class EmbeddingProcess:
         self.ready = False
         try:
             self._proc = subprocess.Popen(
-                [sys.executable, "-m", "adaptive_plugin.embedding._process", str(self.model_dir), str(self.threads)],
+                [sys.executable, "-m", "adaptive_plugin.embedding._process", str(self.model_dir), str(self.threads),
+                 str(self.max_batch)],
                 stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                 # its own session: signals sent to the proxy's process group (Ctrl-C, a supervisor's
                 # SIGTERM to the group) stop the proxy, which then closes the worker's stdin
@@ -264,8 +317,12 @@ class EmbeddingProcess:
             from adaptive_plugin import metrics  # not at the top: the worker runs this module and records nothing
 
             (seconds,) = _SECONDS.unpack_from(body, _NUMBER.size + 1)
+            _texts, first = _BATCH.unpack_from(body, _NUMBER.size + 1 + _SECONDS.size)
             metrics.EMBEDDING_SECONDS.labels(where="process").observe(seconds)
-            future.set_result(np.frombuffer(body[_NUMBER.size + 1 + _SECONDS.size :], dtype="<f4").copy())
+            if first:
+                metrics.EMBEDDING_BATCHES.inc()
+            start = _NUMBER.size + 1 + _SECONDS.size + _BATCH.size
+            future.set_result(np.frombuffer(body[start:], dtype="<f4").copy())
         else:
             future.set_exception(EmbeddingModelError(f"embedding failed: {body[_NUMBER.size + 1 :].decode()}"))
 
@@ -325,4 +382,4 @@ class EmbeddingProcess:
 
 
 if __name__ == "__main__":
-    sys.exit(_serve(Path(sys.argv[1]), int(sys.argv[2])))
+    sys.exit(_serve(Path(sys.argv[1]), int(sys.argv[2]), *(int(a) for a in sys.argv[3:4])))

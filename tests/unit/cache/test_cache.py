@@ -322,3 +322,29 @@ def test_a_failed_write_names_no_prompt_or_answer(make_cache: Any) -> None:
     message = str(info.value)
     assert "refused" in message
     assert "zq-4471" not in message and "zq-9902" not in message
+
+
+def test_one_request_is_hashed_once_from_lookup_to_store(make_cache: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from adaptive_plugin.cache import _request
+
+    cache = make_cache()
+    cache.put("p", user("What is the capital of Italy?"), completion("Rome"), P)  # something in the partition
+    hashed: list[str] = []
+    real = _request.request_key
+    monkeypatch.setattr(_request, "request_key", lambda *a, **k: hashed.append("key") or real(*a, **k))
+    messages = user("What is the capital of France?")
+    keyed = cache.keyed("p", messages, P)
+    assert cache.needs_embedding("p", messages, P, keyed=keyed)
+    result = cache.lookup("p", messages, P, keyed=keyed)
+    assert result.outcome == "miss" and result.keyed is keyed
+    assert cache.store("p", messages, completion("Paris"), P, keyed=result.keyed)
+    assert hashed == ["key"]
+    assert cache.lookup("p", messages, P).outcome == "hit-exact"  # and the key it stored under is the real one
+
+
+def test_an_answer_that_does_not_serialise_is_skipped(make_cache: Any) -> None:
+    cache = make_cache()
+    answer = completion("fine")
+    answer["choices"][0]["message"]["audio"] = object()
+    assert not cache.store("p", user("What is the capital of France?"), answer, P)
+    assert cache.lookup("p", user("What is the capital of France?"), P).outcome == "miss"

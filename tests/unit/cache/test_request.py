@@ -93,3 +93,44 @@ def test_good_responses_are_storable() -> None:
     tool["choices"][0]["finish_reason"] = "tool_calls"
     tool["choices"][0]["message"]["tool_calls"] = [{"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]
     assert unstorable_reason(tool) is None
+
+
+def test_a_requests_key_is_reused_while_the_request_still_matches_it() -> None:
+    from adaptive_plugin.cache import keyed_request
+
+    messages = user("What is the capital of France?")
+    params = {"model": "gpt-4o-mini", "temperature": 0}
+    first = keyed_request("p", messages, params)
+    assert first.key == request_key("p", messages, params)
+    assert keyed_request("p", messages, dict(params), first) is first
+    assert keyed_request("p", [dict(m) for m in messages], params, first) is first  # equal copies match
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda m, p: ("other-project", m, p),
+        lambda m, p: ("p", m, {**p, "model": "gpt-4o"}),  # a fallback to another model group
+        lambda m, p: ("p", [{"role": "system", "content": "Answer in French."}, *m], p),
+        lambda m, p: ("p", [{**m[0], "content": "What is the capital of Spain?"}], p),
+    ],
+)
+def test_a_changed_request_gets_its_own_key(change: Any) -> None:
+    from adaptive_plugin.cache import keyed_request
+
+    messages, params = user("What is the capital of France?"), {"model": "gpt-4o-mini"}
+    first = keyed_request("p", messages, params)
+    scope, changed, changed_params = change(messages, params)
+    again = keyed_request(scope, changed, changed_params, first)
+    assert again is not first and again.key == request_key(scope, changed, changed_params)
+    assert again.key.partition != first.key.partition or again.key.exact != first.key.exact
+
+
+def test_a_message_changed_in_place_is_not_served_the_old_key() -> None:
+    from adaptive_plugin.cache import keyed_request
+
+    messages = user("What is the capital of France?", system="Be brief.")
+    first = keyed_request("p", messages, {})
+    messages[0]["content"] = "Answer in French."  # the same list and dict objects, other content
+    again = keyed_request("p", messages, {}, first)
+    assert again is not first and again.key.partition != first.key.partition

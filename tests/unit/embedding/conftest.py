@@ -8,14 +8,22 @@ from pathlib import Path
 import pytest
 
 from adaptive_plugin.embedding import default_model_dir
-from adaptive_plugin.embedding._fetch import MODEL_FILES, derive_quantized
+from adaptive_plugin.embedding._fetch import DEFAULT_MODEL, MODELS, derive_quantized
 
 
-def copy_source(target: Path) -> Path:
+def fetched_dir(model: str = DEFAULT_MODEL) -> Path:
+    """Where `fetch-model` put `model` on this machine (the default model: `default_model_dir()`)."""
+    return default_model_dir() if model == DEFAULT_MODEL else default_model_dir().parent / MODELS[model].directory_name
+
+
+def copy_source(target: Path, model: str = DEFAULT_MODEL) -> Path:
     """A new model directory holding only the pinned source files (nothing derived)."""
+    source = fetched_dir(model)
+    if model != DEFAULT_MODEL and not (source / MODELS[model].source).is_file():
+        pytest.skip(f"{model} is not fetched on this machine (`adaptive-plugin fetch-model --model {model}`)")
     target.mkdir(parents=True)
-    for _req, _member, name, _digest in MODEL_FILES:
-        shutil.copyfile(default_model_dir() / name, target / name)
+    for _req, _member, name, _digest in MODELS[model].files:
+        shutil.copyfile(source / name, target / name)
     return target
 
 
@@ -24,4 +32,12 @@ def derived_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model directory with the integer model as `fetch-model` derives it (tests copy it before altering it)."""
     directory = copy_source(tmp_path_factory.mktemp("model") / "m")
     derive_quantized(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def rowwise_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default model derived row by row (recipe 3): batches are exact, so the worker batches."""
+    directory = copy_source(tmp_path_factory.mktemp("rowwise") / "m")
+    derive_quantized(directory, rowwise=True)
     return directory

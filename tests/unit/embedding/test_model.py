@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from adaptive_plugin.embedding import Embedder, fetch_model
-from adaptive_plugin.embedding._fetch import QUANTIZED_DIGEST_FILE, QUANTIZED_FILE
+from adaptive_plugin.embedding._fetch import DEFAULT_MODEL, MODELS, QUANTIZED_DIGEST_FILE, QUANTIZED_FILE
 from adaptive_plugin.errors import EmbeddingModelError
 from tests.unit.embedding.conftest import copy_source
 
@@ -41,7 +41,7 @@ def test_only_our_session_is_loaded_and_it_gives_the_eagerly_loaded_models_vecto
     import onnxruntime as ort
     from fastembed import TextEmbedding
 
-    from adaptive_plugin.embedding._embedder import DEFAULT_MODEL_NAME, DISABLED_OPTIMIZERS
+    from adaptive_plugin.embedding._embedder import DISABLED_OPTIMIZERS
 
     real = ort.InferenceSession
     loaded: list[str] = []
@@ -54,15 +54,17 @@ def test_only_our_session_is_loaded_and_it_gives_the_eagerly_loaded_models_vecto
     monkeypatch.setattr(ort, "InferenceSession", Counting)
     embedder = Embedder.from_directory(derived_dir)
     assert loaded == [QUANTIZED_FILE]
-    # the way it was loaded before: fastembed's own session first, then ours in its place
-    eager = TextEmbedding(DEFAULT_MODEL_NAME, specific_model_path=str(derived_dir))
-    assert loaded[1:] == ["model.onnx"]
+    # fastembed's own embedding path (its tokenizer settings, batching, pooling) on the same file
+    eager = TextEmbedding(MODELS[DEFAULT_MODEL].fastembed_name, specific_model_path=str(derived_dir), lazy_load=True)
+    eager.model._ensure_tokenizer()
     eager.model.model = real(str(derived_dir / QUANTIZED_FILE), providers=["CPUExecutionProvider"],
                              disabled_optimizers=list(DISABLED_OPTIMIZERS))
-    reference = np.asarray(list(eager.embed(SENTENCES)), dtype=np.float32)
-    np.testing.assert_allclose(embedder.embed(SENTENCES), reference, atol=1e-6)
-    for text in SENTENCES:  # and the request path, one text at a time
-        np.testing.assert_allclose(embedder.embed_one(text), next(iter(eager.embed([text]))), atol=1e-6)
+    batch = np.asarray(list(eager.embed(SENTENCES)), dtype=np.float32)  # one padded batch
+    np.testing.assert_allclose(embedder.embed_batch(SENTENCES), batch, atol=1e-6)
+    for text in SENTENCES:  # and the request path, one text at a time (also `embed`'s for this model)
+        alone = next(iter(eager.embed([text])))
+        np.testing.assert_allclose(embedder.embed_one(text), alone, atol=1e-6)
+        np.testing.assert_allclose(embedder.embed([text, "padding partner"])[0], alone, atol=1e-6)
 
 
 def test_idle_onnxruntime_workers_sleep(derived_dir: Path) -> None:
@@ -88,7 +90,7 @@ def test_without_the_derived_model_the_source_model_is_used_with_a_warning(
     directory = copy_source(tmp_path / "plain")
     with caplog.at_level(logging.WARNING, logger="adaptive_plugin.embedding._embedder"):
         embedder = Embedder.from_directory(directory)
-    assert "model.onnx" in embedder.identity
+    assert MODELS[DEFAULT_MODEL].source in embedder.identity
     assert "Run `adaptive-plugin fetch-model`" in caplog.text
 
 
@@ -115,7 +117,7 @@ def test_a_drifted_integer_model_is_not_kept_and_the_source_model_is_used(
         fetch_model(directory)
     assert "drifted from the source model" in caplog.text
     assert not (directory / QUANTIZED_FILE).exists() and not (directory / QUANTIZED_DIGEST_FILE).exists()
-    assert "model.onnx" in Embedder.from_directory(directory).identity
+    assert MODELS[DEFAULT_MODEL].source in Embedder.from_directory(directory).identity
 
 
 REQUEST_TEXTS = [*SENTENCES, "", "word " * 400]  # empty, and longer than the tokenizer's limit
@@ -174,3 +176,55 @@ def test_a_failing_run_is_reported_through_the_future(derived_dir: Path, monkeyp
             await future
 
     asyncio.run(run())
+
+
+BATCH = [
+    "How do I reset my password?",
+    "hi",
+    "",
+    "Explain the difference between TCP and UDP in two sentences, with an example of each.",
+    "word " * 400,  # longer than the tokenizer's limit: runs on its own (padding)
+    "Is it unsafe to eat raw chicken?",
+]
+
+
+def test_a_batch_gives_every_text_its_one_at_a_time_vector(rowwise_dir: Path) -> None:
+    """With activations scaled row by row, the worker's batches and the offline bulk path (`embed`)
+    change no vector: neither the other texts nor the padding reach a text's rows."""
+    from adaptive_plugin.embedding._embedder import _runs
+
+    embedder = Embedder.from_directory(rowwise_dir)
+    assert embedder.batch_exact
+    alone = np.stack([embedder.embed_one(text) for text in BATCH])
+    np.testing.assert_allclose(embedder.embed_batch(BATCH), alone, atol=1e-5)
+    np.testing.assert_allclose(embedder.embed(BATCH * 3), np.concatenate([alone] * 3), atol=1e-5)
+    # the long text runs on its own; the short ones share a run
+    runs = sorted(sorted(int(i) for i in run) for run in _runs(embedder._feed(BATCH)["attention_mask"].sum(axis=1)))
+    assert runs == [[0, 1, 2, 3, 5], [4]]
+
+
+def test_a_model_scaled_per_tensor_is_not_batched(derived_dir: Path) -> None:
+    """all-MiniLM-L6-v2's derived model (recipe 2) scales each activation tensor as a whole: a
+    padded batch would move every text's vector, so the bulk path embeds one text at a time."""
+    embedder = Embedder.from_directory(derived_dir)
+    assert not embedder.batch_exact and MODELS[DEFAULT_MODEL].recipe == 2
+    alone = np.stack([embedder.embed_one(text) for text in BATCH])
+    np.testing.assert_allclose(embedder.embed(BATCH), alone, atol=1e-6)
+    drift = (embedder.embed_batch(BATCH) * alone).sum(axis=1)
+    assert drift.min() < 0.9999  # what batching it would do (and why it is not batched)
+    assert Embedder.from_directory(derived_dir, quantized=False).batch_exact  # the float model batches exactly
+
+
+@pytest.mark.parametrize("model", sorted(MODELS))
+def test_every_model_is_derived_close_to_its_source(model: str, tmp_path: Path) -> None:
+    from tests.unit.embedding.conftest import copy_source
+    from adaptive_plugin.embedding._fetch import derive_quantized
+
+    directory = copy_source(tmp_path / model, model)
+    assert derive_quantized(directory) is not None
+    derived, source = Embedder.from_directory(directory), Embedder.from_directory(directory, quantized=False)
+    assert derived.identity.startswith(f"{model}:{QUANTIZED_FILE}") and source.identity.startswith(f"{model}:")
+    assert derived.batch_exact == MODELS[model].rowwise
+    vectors = derived.embed(BATCH)
+    assert np.all((vectors * source.embed(BATCH)).sum(axis=1) >= 0.98)
+    np.testing.assert_allclose(vectors, [derived.embed_one(text) for text in BATCH], atol=1e-5)

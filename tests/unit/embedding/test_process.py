@@ -8,6 +8,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,16 @@ TEXTS = [
 def embedder() -> Iterator[Embedder]:
     emb = Embedder.from_directory(default_model_dir())
     emb.use_process(default_model_dir())
+    assert emb.process is not None and asyncio.run(emb.process.until_ready())
+    yield emb
+    emb.close_process()
+
+
+@pytest.fixture()
+def batching(rowwise_dir: Path) -> Iterator[Embedder]:
+    """A worker on a model whose batches are exact (row-wise scales): it batches."""
+    emb = Embedder.from_directory(rowwise_dir)
+    emb.use_process(rowwise_dir)
     assert emb.process is not None and asyncio.run(emb.process.until_ready())
     yield emb
     emb.close_process()
@@ -75,7 +86,14 @@ def test_no_request_waits_for_the_worker_to_load_its_model() -> None:
         emb.close_process()
 
 
-def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(embedder: Embedder) -> None:
+@pytest.mark.parametrize("model", ["default", "rowwise"])
+def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(
+    model: str, request: pytest.FixtureRequest
+) -> None:
+    """30 texts in flight at once: every text gets the vector it gets alone. A row-wise model is
+    embedded in batches (texts that arrive during a run share the next one); the default model
+    (one activation scale per tensor) one text per run."""
+    embedder: Embedder = request.getfixturevalue("embedder" if model == "default" else "batching")
     from prometheus_client import REGISTRY
 
     def computed() -> tuple[float, float]:
@@ -83,12 +101,16 @@ def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(embedd
         return (REGISTRY.get_sample_value("adaptive_embedding_seconds_count", labels) or 0.0,
                 REGISTRY.get_sample_value("adaptive_embedding_seconds_sum", labels) or 0.0)
 
+    def runs() -> float:
+        return REGISTRY.get_sample_value("adaptive_embedding_batches_total") or 0.0
+
     async def embed_all() -> list[np.ndarray]:
         futures = [embedder.embed_one_soon(t) for t in TEXTS * 5]  # 30 in flight at once
         assert embedder.process is not None and all(f is not None for f in futures)
         return list(await asyncio.gather(*futures))
 
     count, total = computed()
+    before = runs()
     started = time.perf_counter()
     vectors = asyncio.run(embed_all())
     elapsed = time.perf_counter() - started
@@ -96,11 +118,15 @@ def test_the_worker_gives_the_proxy_process_vectors_and_its_compute_times(embedd
     for text, vector in zip(TEXTS * 5, vectors, strict=True):
         assert vector.dtype == np.float32 and vector.shape == (embedder.dimensions,)
         np.testing.assert_allclose(vector, embedder.embed_one(text), atol=1e-5)
-    # each answer's compute time, measured by the worker: no queueing in it, so their sum is
-    # below the wall time of the 30 answered one after another
+    # each answer's share of its batch's compute time, measured by the worker: no queueing in
+    # it, so their sum is below the wall time of the 30 answers
     count_after, total_after = computed()
     assert count_after - count == len(vectors)
     assert 0 < total_after - total < elapsed
+    if model == "rowwise":  # batched: fewer runs than texts, at most 8 texts per run
+        assert len(vectors) / 8 <= runs() - before < len(vectors)
+    else:
+        assert runs() - before == len(vectors)
 
 
 def test_a_worker_that_dies_fails_its_requests_and_is_replaced(
@@ -114,6 +140,7 @@ def test_a_worker_that_dies_fails_its_requests_and_is_replaced(
         await embedder.embed_one_async(TEXTS[0])  # up and answering
         first = process.pid
         assert first is not None
+        os.kill(first, signal.SIGSTOP)  # the request below is still waiting when the worker dies
         waiting = embedder.embed_one_soon(TEXTS[1])
         os.kill(first, signal.SIGKILL)
         with pytest.raises(EmbeddingModelError, match="embedding process exited"):
@@ -214,3 +241,22 @@ def test_a_worker_that_cannot_be_started_is_a_named_error_at_start_and_a_fallbac
 
     np.testing.assert_allclose(asyncio.run(run()), emb.embed_one(TEXTS[0]), atol=1e-5)
     assert "cannot start the embedding process" in caplog.text
+
+
+def test_an_idle_worker_starts_on_a_text_at_once(batching: Embedder) -> None:
+    """No text waits for a batch to fill: alone, it is embedded alone."""
+    embedder = batching
+    from prometheus_client import REGISTRY
+
+    def runs() -> float:
+        return REGISTRY.get_sample_value("adaptive_embedding_batches_total") or 0.0
+
+    async def one_at_a_time() -> None:
+        for text in TEXTS:
+            sent = embedder.process.submit(text) if embedder.process is not None else None
+            assert sent is not None
+            np.testing.assert_allclose(await sent, embedder.embed_one(text), atol=1e-5)
+
+    before = runs()
+    asyncio.run(one_at_a_time())
+    assert runs() - before == len(TEXTS)  # every run held one text
