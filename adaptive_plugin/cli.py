@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from adaptive_plugin import providers
 from adaptive_plugin.errors import AdaptiveError
 
 ENVIRONMENTS = ("dev", "staging", "production")
@@ -139,8 +140,17 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     ctx = _context(embedder=not args.skip_model)
-    print_json({"settings": ctx.settings.redacted(), "vault_rows_checked": ctx.keys.check_vault(), "ok": True})
-    ctx.close()
+    try:
+        odd = ctx.keys.unknown_provider_keys()
+        unusable = [row for row in odd if not row["note"].startswith("stored under the alias")]
+        print_json({"settings": ctx.settings.redacted(), "vault_rows_checked": ctx.keys.check_vault(),
+                    "provider_keys_with_unknown_provider": odd, "ok": not unusable})
+    finally:
+        ctx.close()
+    if unusable:
+        print(f"error: {len(unusable)} stored provider key(s) name an unknown provider and are never used "
+              "(see provider_keys_with_unknown_provider)", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -318,7 +328,7 @@ RPM_HELP = "most requests per minute sent with this key, counted by each proxy w
 def add_key_options(p: argparse.ArgumentParser, *, required_env: bool = True) -> None:
     p.add_argument("--environment", required=required_env, choices=ENVIRONMENTS, help="the environment the key serves")
     p.add_argument("--provider", required=True,
-                   help="LiteLLM provider name: openai, anthropic, gemini, groq, deepseek, ...")
+                   help="provider: " + ", ".join(providers.supported_names()) + " (google is an alias of gemini)")
     p.add_argument("--api-key", help="the key itself (prefer --key-stdin: command lines end up in shell history)")
     p.add_argument("--key-stdin", action="store_true", help=KEY_INPUT_HELP)
     p.add_argument("--priority", type=bounded_int(0, 10_000), default=100, help=PRIORITY_HELP)
@@ -329,7 +339,8 @@ def add_key_options(p: argparse.ArgumentParser, *, required_env: bool = True) ->
 
 def add_log_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--environment", choices=ENVIRONMENTS, help="only requests of this environment")
-    p.add_argument("--provider", help="only requests served by this provider (openai, anthropic, ...)")
+    p.add_argument("--provider", help="only requests served by this provider (" + ", ".join(providers.supported_names())
+                   + ", ...)")
     p.add_argument("--key-source", choices=["byok", "pooled", "cache", "none"],
                    help="only requests on the project's own key (byok), the pooled key, or the cache")
     p.add_argument("--cache", choices=["hit-exact", "hit-semantic", "miss", "bypass"], help="only this cache outcome")

@@ -13,6 +13,8 @@
     │   ├── ModelNotAllowedError     model outside the project's allow-list (403)
     │   ├── NotFoundError            project, API key or provider key not found (404)
     │   ├── VaultError               master key wrong or missing, ciphertext rejected
+    │   ├── UnknownProviderError     provider name outside the registry (400)
+    │   ├── KeyFormatError           a key that belongs to another provider (400)
     │   └── NoKeyAvailableError      no usable key for the provider under the project's policy
     ├── RoutingError
     │   └── NoCandidateError         no routable model can serve the request
@@ -48,6 +50,7 @@ __all__ = [
     "ForbiddenError",
     "ForbiddenParameterError",
     "InvalidRequestError",
+    "KeyFormatError",
     "KeysError",
     "LimitsError",
     "LimitsUnavailableError",
@@ -62,6 +65,7 @@ __all__ = [
     "SchemaError",
     "SpendCapReachedError",
     "StorageError",
+    "UnknownProviderError",
     "VaultError",
 ]
 
@@ -138,6 +142,16 @@ class NotFoundError(KeysError):
 class VaultError(KeysError):
     status_code = 500
     code = "vault_error"
+
+
+class UnknownProviderError(KeysError):
+    status_code = 400
+    code = "unknown_provider"
+
+
+class KeyFormatError(KeysError):
+    status_code = 400
+    code = "key_format_mismatch"
 
 
 class NoKeyAvailableError(KeysError):

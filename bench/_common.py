@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from adaptive_plugin.devtools.launcher import base_env, demo_config  # noqa: E402
+from adaptive_plugin.devtools.launcher import base_env, demo_config, fake_env  # noqa: E402
 
 MASTER_KEY = "sk-bench-master-" + "0123456789abcdef0123456789abcdef"
 POOLED_OPENAI = "sk-bench-pooled-openai-" + "a1b2c3d4e5f6"
@@ -194,10 +194,9 @@ def proxy_env(fake_base_url: str, state_dir: Path, **extra: Any) -> dict[str, st
         "LITELLM_MASTER_KEY": MASTER_KEY,
         "ADAPTIVE_MASTER_KEYS": Settings.generate_master_key(),
         "ADAPTIVE_STATE_DIR": str(state_dir),
-        "FAKE_OPENAI_API_BASE": f"{fake_base_url}/v1",
-        "FAKE_ANTHROPIC_API_BASE": fake_base_url,
-        "POOLED_OPENAI_KEY": POOLED_OPENAI,
-        "POOLED_ANTHROPIC_KEY": POOLED_ANTHROPIC,
+        # pooled keys for OpenAI and Anthropic only, as in the earlier rounds: the Gemini, Groq and
+        # DeepSeek deployments of config/demo.yaml are BYOK-only here, so `auto` picks as before
+        **fake_env(fake_base_url, {"openai": POOLED_OPENAI, "anthropic": POOLED_ANTHROPIC}),
     }
     settings.update(extra)
     return base_env(**settings)

@@ -63,6 +63,9 @@ def headers_for(state: RequestState, *, model: str | None, fee: Fee | None) -> d
             out["x-adaptive-route-candidates"] = ",".join(state.route_order)
             if state.model_group and state.model_group != state.route_order[0]:
                 out["x-adaptive-route-fallback"] = f"{state.route_order[0]}->{state.model_group}"
+    if state.keys.byok_off_by_plan:
+        # the project stores keys for this provider, but its plan has no BYOK: pooled keys served it
+        out["x-adaptive-byok"] = "off-by-plan"
     if state.keys.fallbacks:
         out["x-adaptive-fallbacks"] = ",".join(f"{f['from']}:{f['reason']}" for f in state.keys.fallbacks)
     if fee is not None:
@@ -111,6 +114,7 @@ def ledger_row(
         status_code=status_code,
         error_code=error_code,
         fallbacks=json.dumps(state.keys.fallbacks) if state.keys.fallbacks else None,
+        byok_off_by_plan=state.keys.byok_off_by_plan,
         routed=state.routed,
         route_score=state.route_score,
         task_type=state.task_type,

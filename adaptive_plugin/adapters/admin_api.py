@@ -91,7 +91,9 @@ def build_router(runtime: Runtime, gate: AuthGate, *, opened_routes: frozenset[s
     @router.patch("/projects/{project_id}", dependencies=admin, response_model=ProjectView)
     async def update_project(project_id: str, spec: ProjectUpdate) -> ProjectView:
         require_known_models(runtime, spec.allowed_models)
-        return await call(ctx.keys.update_project, project_id, spec)
+        view = await call(ctx.keys.update_project, project_id, spec)
+        ctx.principals.invalidate()  # a plan or policy change applies to this worker's next request
+        return view
 
     @router.post("/projects/{project_id}/api-keys", dependencies=admin, status_code=201, response_model=ApiKeyCreated)
     async def create_api_key(project_id: str, environment: str = Query(pattern="^(dev|staging|production)$")) -> ApiKeyCreated:

@@ -1,4 +1,8 @@
-"""What the plugin needs to know about the router's deployments, read once per model list."""
+"""What the plugin needs to know about the router's deployments, read once per model list.
+
+Prices are LiteLLM's own (`model_prices`): routing, pooled billing (LiteLLM's `response_cost`)
+and BYOK spend caps therefore all use one price per deployment.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,10 @@ from typing import Any
 
 import litellm
 
+from adaptive_plugin import providers
+
 log = logging.getLogger("adaptive_plugin")
+PRICE_FIELDS = ("input_cost_per_token", "output_cost_per_token")
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,6 +31,8 @@ class DeploymentInfo:
     strengths: frozenset[str]
     input_cost_per_token: float
     output_cost_per_token: float
+    cache_read_input_token_cost: float | None  # None: LiteLLM prices cached input as it decides
+    priced: bool  # both token prices known (cost map or model_info): LiteLLM can bill it
     max_input_tokens: int | None
     supports_tools: bool
     supports_vision: bool
@@ -31,24 +40,32 @@ class DeploymentInfo:
 
 
 def provider_of(litellm_params: dict[str, Any]) -> str:
+    """The provider whose keys the deployment takes: the registry's canonical name for the
+    LiteLLM providers it covers (`adaptive_plugin.providers`), else LiteLLM's own name."""
     model = str(litellm_params.get("model", ""))
     try:
         _, provider, _, _ = litellm.get_llm_provider(model=model, custom_llm_provider=litellm_params.get("custom_llm_provider"))
     except Exception:  # noqa: BLE001 - unknown providers keep their prefix
         provider = model.split("/", 1)[0] if "/" in model else "openai"
-    return str(provider)
+    return providers.for_litellm(str(provider))
 
 
-def _model_prices(model: str, params: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+def model_prices(model: str, params: dict[str, Any], info: dict[str, Any]) -> dict[str, Any]:
+    """The deployment's prices as LiteLLM bills them: its cost map entry, overridden field by field
+    by `model_info` (which the router registers for the deployment) and `litellm_params`."""
     try:
         known = dict(litellm.get_model_info(model))
     except Exception:  # noqa: BLE001 - models missing from the price map use config prices only
         known = {}
     for source in (info, params):
-        for name in ("input_cost_per_token", "output_cost_per_token", "max_input_tokens"):
+        for name in (*PRICE_FIELDS, "cache_read_input_token_cost", "max_input_tokens"):
             if source.get(name) is not None:
                 known[name] = source[name]
     return known
+
+
+def _is_price(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and value >= 0
 
 
 def describe(deployment: dict[str, Any]) -> DeploymentInfo:
@@ -56,7 +73,7 @@ def describe(deployment: dict[str, Any]) -> DeploymentInfo:
     info = dict(deployment.get("model_info") or {})
     adaptive = dict(info.get("adaptive") or {})
     model = str(params.get("model", ""))
-    prices = _model_prices(model, params, info)
+    prices = model_prices(model, params, info)
     return DeploymentInfo(
         id=str(info.get("id", "")),
         model_group=str(deployment.get("model_name", "")),
@@ -69,6 +86,9 @@ def describe(deployment: dict[str, Any]) -> DeploymentInfo:
         strengths=frozenset(str(s) for s in adaptive.get("strengths", ())),
         input_cost_per_token=float(prices.get("input_cost_per_token") or 0.0),
         output_cost_per_token=float(prices.get("output_cost_per_token") or 0.0),
+        cache_read_input_token_cost=(float(prices["cache_read_input_token_cost"])
+                                     if _is_price(prices.get("cache_read_input_token_cost")) else None),
+        priced=all(_is_price(prices.get(name)) for name in PRICE_FIELDS),
         max_input_tokens=int(prices["max_input_tokens"]) if prices.get("max_input_tokens") else None,
         supports_tools=bool(adaptive.get("supports_tools", prices.get("supports_function_calling", True))),
         supports_vision=bool(adaptive.get("supports_vision", prices.get("supports_vision", False))),
@@ -91,6 +111,9 @@ class DeploymentIndex:
         for deployment in model_list:
             info = describe(deployment)
             self._by_id[info.id] = info
+            if info.pooled and not info.priced:  # start-up refuses these from the config file (pricing.py)
+                log.error("adaptive: pooled deployment %r (%s) has no model price: its pooled requests bill $0 "
+                          "model cost", info.model_group, info.model)
         self._signature = signature
 
     def get(self, deployment: dict[str, Any]) -> DeploymentInfo:

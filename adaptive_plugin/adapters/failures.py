@@ -19,6 +19,7 @@ from typing import Any
 import httpx
 import litellm
 
+from adaptive_plugin import providers
 from adaptive_plugin.keys import classify_failure
 from adaptive_plugin.keys.resolver import FailureReason
 
@@ -70,13 +71,14 @@ def failure_reason(exc: BaseException) -> FailureReason:
 
 
 def retry_after(exc: BaseException) -> float | None:
-    """The provider's `retry-after` in seconds, if it sent one."""
+    """The provider's `retry-after` in seconds, if it sent one (Gemini: `RetryInfo.retryDelay` in its
+    error body, as it sends no header)."""
     headers: Any = getattr(exc, "litellm_response_headers", None)
     if headers is None:
         headers = getattr(getattr(exc, "response", None), "headers", None)
-    if headers is None:
-        return None
-    value = headers.get("retry-after")
+    value = headers.get("retry-after") if headers is not None else None
+    if value is None:
+        return providers.retry_delay_seconds(str(exc))
     try:
         seconds = float(value) if value is not None else None
     except ValueError:

@@ -423,6 +423,9 @@ def _request_headers(data: dict) -> dict[str, str]:
 
 def build() -> AdaptiveHooks:
     """Build the plugin from the environment; raises on any bad setting (start-up fails)."""
+    from adaptive_plugin.adapters import pricing
+
+    pricing.check_startup_prices()  # a pooled deployment without a price stops the proxy
     context = PluginContext.build(Settings.from_env())
     # a clean shutdown (SIGTERM to the proxy or a worker) writes every queued ledger row
     atexit.register(context.close)

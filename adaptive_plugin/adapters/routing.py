@@ -17,7 +17,7 @@ from adaptive_plugin.adapters.keyword_tier import keyword_tier
 from adaptive_plugin.adapters.runtime import Runtime
 from adaptive_plugin.adapters.state import RequestState
 from adaptive_plugin.embedding import embedding_text, query_text
-from adaptive_plugin.errors import RoutingError
+from adaptive_plugin.errors import PlanError, RoutingError
 from adaptive_plugin.keys import Principal
 from adaptive_plugin.routing._assess import Assessment, assess
 from adaptive_plugin.routing._request import route_request
@@ -66,6 +66,8 @@ def _candidates(runtime: Runtime, principal: Principal) -> tuple[list[Candidate]
                 providers.add(info.provider)
     if not candidates:
         raise RoutingError("no model in the proxy's model_list is marked routable (model_info.adaptive.routable)")
+    if not providers and (refusal := runtime.ctx.resolver.plan_refusal(principal)):
+        raise PlanError(refusal)
     return candidates, frozenset(providers)
 
 

@@ -97,9 +97,8 @@ class AdaptiveRoutingStrategy(CustomRoutingStrategyBase):
         if not pool:
             # let the resolver phrase the reason for the first provider of the group
             info = self.index.get(deployments[0])
-            raise NoKeyAvailableError(
-                self.resolver.explain(state.principal, info.provider, state.keys, pooled_available=self.pooled_healthy(info))
-            )
+            raise self.resolver.refusal(state.principal, info.provider, state.keys,
+                                        pooled_available=self.pooled_healthy(info))
         weights = [max(info.weight, 0.0) or 1.0 for _, info in pool]
         dep, info = random.choices(pool, weights=weights, k=1)[0]
         state.provider = info.provider

@@ -66,11 +66,18 @@ def compute_fee(usage: Usage, *, key_source: str, cache: str, rates: FeeRates, m
 
 
 def usage_from_response(usage: Any) -> Usage:
-    """Read tokens from an OpenAI- or Anthropic-style usage object or dict.
+    """Read tokens from a usage object or dict of any provider the gateway serves.
 
-    Cached prompt tokens come from `prompt_tokens_details.cached_tokens` (OpenAI) or
-    `cache_read_input_tokens` (Anthropic); the larger is used if both are present. Anthropic's
-    own `input_tokens` excludes cache reads and writes, so those are added to the input count.
+    Input tokens served from the provider's prompt cache (free of the gateway fee) are read from
+    each provider's own field, the largest found:
+
+    * OpenAI, Groq, and every usage LiteLLM has normalised: `prompt_tokens_details.cached_tokens`;
+    * Anthropic: `cache_read_input_tokens`. Anthropic's own `input_tokens` leaves cache reads and
+      cache writes out, so both are added to the input count: cache writes are ordinary billed
+      input (`cache_creation_input_tokens`), never free;
+    * DeepSeek: `prompt_cache_hit_tokens` (its `prompt_tokens` already includes them);
+    * Gemini: `usageMetadata.cachedContentTokenCount` (part of `promptTokenCount`); a raw
+      `usageMetadata` (or the response holding it) is read as well.
     """
     if usage is None:
         return Usage()
@@ -78,19 +85,42 @@ def usage_from_response(usage: Any) -> Usage:
     def get(obj: Any, name: str) -> Any:
         return obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
 
+    gemini = get(usage, "usageMetadata")
+    if gemini is not None or get(usage, "promptTokenCount") is not None:
+        return _gemini_usage(gemini if gemini is not None else usage, get)
     prompt = get(usage, "prompt_tokens")
     if prompt is None:
         prompt = get(usage, "input_tokens")
         if get(usage, "cache_read_input_tokens") is not None or get(usage, "cache_creation_input_tokens") is not None:
             # Anthropic's own usage: input_tokens excludes cache reads and writes
-            prompt = (int(prompt or 0) + int(get(usage, "cache_read_input_tokens") or 0)
-                      + int(get(usage, "cache_creation_input_tokens") or 0))
+            prompt = (_int(prompt) + _int(get(usage, "cache_read_input_tokens"))
+                      + _int(get(usage, "cache_creation_input_tokens")))
     completion = get(usage, "completion_tokens")
     if completion is None:
         completion = get(usage, "output_tokens")
     details = get(usage, "prompt_tokens_details")
-    cached_openai = get(details, "cached_tokens") if details is not None else None
-    cached_anthropic = get(usage, "cache_read_input_tokens")
-    cached = max(int(cached_openai or 0), int(cached_anthropic or 0))
-    prompt_i = int(prompt or 0)
-    return Usage(input_tokens=prompt_i, output_tokens=int(completion or 0), cached_tokens=min(cached, prompt_i))
+    cached = max(
+        _int(get(details, "cached_tokens") if details is not None else None),
+        _int(get(usage, "cache_read_input_tokens")),
+        _int(get(usage, "prompt_cache_hit_tokens")),
+    )
+    prompt_i = _int(prompt)
+    return Usage(input_tokens=prompt_i, output_tokens=_int(completion), cached_tokens=min(cached, prompt_i))
+
+
+def _gemini_usage(meta: Any, get: Any) -> Usage:
+    """Gemini's `usageMetadata`: thinking tokens are output, tool-use prompt tokens input."""
+    prompt = _int(get(meta, "promptTokenCount")) + _int(get(meta, "toolUsePromptTokenCount"))
+    output = _int(get(meta, "candidatesTokenCount")) + _int(get(meta, "thoughtsTokenCount"))
+    cached = _int(get(meta, "cachedContentTokenCount"))
+    return Usage(input_tokens=prompt, output_tokens=output, cached_tokens=min(cached, prompt))
+
+
+def _int(value: Any) -> int:
+    """A token count: a number (or numeric string); missing, negative or malformed counts as 0."""
+    if value is None or isinstance(value, bool):
+        return 0
+    try:
+        return max(int(value), 0)
+    except (TypeError, ValueError):
+        return 0

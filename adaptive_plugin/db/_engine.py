@@ -15,7 +15,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from adaptive_plugin.errors import DatabaseUnavailableError, SchemaError, StorageError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 3
 _PG_LOCK_ID = 0x4164617074  # "Adapt": advisory lock serialising migrations across replicas
 
 
@@ -126,9 +126,10 @@ def migrate(engine: Engine) -> int:
                     f"database {url} has schema version {before}, newer than this plugin's {SCHEMA_VERSION}; "
                     "upgrade the plugin"
                 )
-            for version in range(before + 1, SCHEMA_VERSION + 1):
-                for statement in _MIGRATIONS.get(version, ()):
-                    conn.exec_driver_sql(statement)
+            if row is not None:  # a fresh database got the current tables from create_all
+                for version in range(before + 1, SCHEMA_VERSION + 1):
+                    for statement in _MIGRATIONS.get(version, ()):
+                        conn.exec_driver_sql(statement)
             if row is None:
                 conn.execute(sa.text("INSERT INTO adaptive_schema_version (id, version) VALUES (1, :v)"), {"v": SCHEMA_VERSION})
             elif before != SCHEMA_VERSION:
@@ -145,5 +146,8 @@ def migrate(engine: Engine) -> int:
 
 # Version -> statements applied after create_all (which only adds missing tables).
 # Columns added to existing tables in later versions go here.
-_MIGRATIONS: dict[int, tuple[str, ...]] = {}
+_MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # the request log says when pooled keys served a project whose plan leaves its stored keys unused
+    3: ("ALTER TABLE adaptive_usage ADD COLUMN byok_off_by_plan BOOLEAN NOT NULL DEFAULT FALSE",),
+}
 

@@ -43,6 +43,9 @@ class UsageRow(SQLModel, table=True):
     status_code: int = 200
     error_code: str | None = Field(default=None, max_length=64)
     fallbacks: str | None = Field(default=None, sa_column=sa.Column(sa.Text, nullable=True))  # JSON list
+    # the project stores keys for the provider but its plan has no BYOK, so pooled keys served it
+    byok_off_by_plan: bool = Field(default=False, sa_column=sa.Column(sa.Boolean, nullable=False,
+                                                                      server_default=sa.false()))
     routed: bool = False
     route_score: float | None = None
     task_type: str | None = Field(default=None, max_length=32)

@@ -25,21 +25,21 @@ __all__ = [
 #: Every behaviour a key may have.
 BEHAVIOURS: Final = frozenset({"ok", "401", "429", "insufficient_quota", "500", "slow", "reset", "flaky"})
 #: Every value of `KeySpec.provider`.
-PROVIDERS: Final = frozenset({"openai", "anthropic", "any"})
+PROVIDERS: Final = frozenset({"openai", "anthropic", "gemini", "groq", "deepseek", "any"})
 #: Seconds a `slow` call sleeps when the key gives no `delay_s`.
 DEFAULT_SLOW_S: Final = 2.0
 
-Provider = Literal["openai", "anthropic", "any"]
+Provider = Literal["openai", "anthropic", "gemini", "groq", "deepseek", "any"]
 
 
 @dataclass(frozen=True, slots=True)
 class KeySpec:
     """What the fake provider does for calls made with one API key.
 
-    `behaviour` is one of `BEHAVIOURS`. `provider` restricts the key to the OpenAI or Anthropic
-    paths (a call on the other provider's path gets 401). `delay_s` is slept before answering;
-    for `slow` (and a flaky draw of `slow`) it defaults to `DEFAULT_SLOW_S`. `chunk_delay_s` is
-    slept between the chunks of a streamed answer (a slow stream). `retry_after` is the
+    `behaviour` is one of `BEHAVIOURS`. `provider` restricts the key to one provider's paths
+    (a call on another provider's path gets that provider's invalid-key error). `delay_s` is slept
+    before answering; for `slow` (and a flaky draw of `slow`) it defaults to `DEFAULT_SLOW_S`.
+    `chunk_delay_s` is slept between the chunks of a streamed answer (a slow stream). `retry_after` is the
     `retry-after` header (seconds) sent with a 429. The `p_*` probabilities apply to `flaky` only;
     their sum must not exceed 1, the remainder is `ok`.
 

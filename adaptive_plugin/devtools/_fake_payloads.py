@@ -1,23 +1,34 @@
-"""Deterministic answers of the fake provider, in OpenAI and Anthropic wire shapes.
+"""The fake provider's wire formats: the OpenAI-compatible family (OpenAI, Groq, DeepSeek) and
+Anthropic's Messages API; Gemini lives in `_fake_gemini`. Answers come from `_fake_answer`.
 
-The answer text is ``[{model}] answer #{hash} to: {last user message, 120 chars}``, where the
-hash covers the messages (and the Anthropic system prompt). Token counts are ``ceil(chars / 4)``
-(at least 1) unless the last user message carries the markers ``#tokens=IN,OUT`` (prompt and
-completion tokens, IN counting cached tokens) and ``#cached=N`` (cached prompt tokens).
+What each OpenAI-compatible flavour adds to OpenAI's chat completion, as the real services send it:
+
+* Groq: ``x_groq: {id}``, ``service_tier: "on_demand"`` and ``usage_breakdown: null``; usage
+  with ``queue_time``, ``prompt_time``, ``completion_time``, ``total_time``, and
+  ``prompt_tokens_details.cached_tokens`` only when a prompt-cache hit happened. A stream's
+  finishing chunk carries ``x_groq.usage`` (and ``usage`` when ``stream_options.include_usage``
+  is set, followed by a ``choices: []`` usage chunk). LiteLLM's Groq path reads
+  ``service_tier`` from every response (a body without it fails inside LiteLLM).
+* DeepSeek: a UUID ``id``, usage with ``prompt_cache_hit_tokens`` and
+  ``prompt_cache_miss_tokens`` beside ``prompt_tokens_details.cached_tokens``; a stream's
+  finishing chunk carries the usage.
+
+Errors are each service's own bodies (`error_response`): see the tables in its docstring.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
-import math
-import re
 import time
+import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import Any, Final
 
+from adaptive_plugin.devtools._fake_answer import UNAUTHORISED, Answer, build_answer, dumps, pieces
+from adaptive_plugin.devtools._fake_gemini import gemini_bad_request, gemini_error
+
 __all__ = [
+    "OPENAI_COMPATIBLE",
     "UNAUTHORISED",
     "Answer",
     "anthropic_error",
@@ -25,83 +36,40 @@ __all__ = [
     "anthropic_stream",
     "bad_request",
     "build_answer",
+    "chat_completion",
+    "chat_stream",
     "error_response",
-    "openai_completion",
     "openai_error",
-    "openai_stream",
 ]
 
-_TOKENS_MARKER: Final = re.compile(r"#tokens=(\d+),(\d+)")
-_CACHED_MARKER: Final = re.compile(r"#cached=(\d+)")
-_WORDS: Final = re.compile(r"\S+\s*|\s+")
-_QUOTED_CHARS: Final = 120
-#: Outcomes answered with 401: the `401` behaviour, an unknown key, a key of the other provider.
-UNAUTHORISED: Final = frozenset({"401", "unknown_key", "provider_mismatch"})
+#: Providers answering in OpenAI's chat-completions format.
+OPENAI_COMPATIBLE: Final = frozenset({"openai", "groq", "deepseek"})
 
 
-@dataclass(frozen=True, slots=True)
-class Answer:
-    """One deterministic answer: text and token usage (prompt tokens include cached ones)."""
-
-    request_hash: str
-    model: str
-    text: str
-    prompt_tokens: int
-    completion_tokens: int
-    cached_tokens: int
+# --- the OpenAI-compatible family ----------------------------------------------------------------
 
 
-def _text_of(content: Any) -> str:
-    """Text of an OpenAI or Anthropic message content: a string or a list of parts."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        parts = [part.get("text", "") for part in content if isinstance(part, dict)]
-        return " ".join(part for part in parts if isinstance(part, str))
-    return ""
-
-
-def _tokens(chars: int) -> int:
-    return max(1, math.ceil(chars / 4))
-
-
-def build_answer(model: str, messages: list[Any], system: Any = None) -> Answer:
-    """The answer to a chat request; `system` is Anthropic's top-level system prompt."""
-    canonical = json.dumps([system, messages], sort_keys=True, separators=(",", ":"), default=str)
-    request_hash = hashlib.sha256(canonical.encode()).hexdigest()[:8]
-    texts = [_text_of(system)] + [_text_of(m.get("content")) for m in messages if isinstance(m, dict)]
-    last_user = next(
-        (_text_of(m.get("content")) for m in reversed(messages) if isinstance(m, dict) and m.get("role") == "user"),
-        "",
-    )
-    text = f"[{model}] answer #{request_hash} to: {last_user[:_QUOTED_CHARS]}"
-    prompt_tokens = _tokens(sum(len(t) for t in texts))
-    completion_tokens = _tokens(len(text))
-    if match := _TOKENS_MARKER.search(last_user):
-        prompt_tokens, completion_tokens = int(match[1]), int(match[2])
-    cached = _CACHED_MARKER.search(last_user)
-    cached_tokens = min(int(cached[1]), prompt_tokens) if cached else 0
-    return Answer(request_hash, model, text, prompt_tokens, completion_tokens, cached_tokens)
-
-
-def _pieces(text: str) -> list[str]:
-    """Split an answer into stream deltas of about two words each."""
-    words = _WORDS.findall(text)
-    return ["".join(words[i : i + 2]) for i in range(0, len(words), 2)] or [""]
-
-
-def _dumps(payload: Any) -> str:
-    return json.dumps(payload, separators=(",", ":"))
-
-
-# --- OpenAI -----------------------------------------------------------------------------------
-
-
-def _openai_usage(answer: Answer) -> dict[str, Any]:
+def _openai_usage(answer: Answer, flavour: str) -> dict[str, Any]:
+    prompt, completion = answer.prompt_tokens, answer.completion_tokens
+    if flavour == "groq":
+        usage: dict[str, Any] = {
+            "queue_time": 0.012, "prompt_tokens": prompt, "prompt_time": 0.004, "completion_tokens": completion,
+            "completion_time": 0.009, "total_tokens": prompt + completion, "total_time": 0.013,
+        }
+        if answer.cached_tokens:
+            usage["prompt_tokens_details"] = {"cached_tokens": answer.cached_tokens}
+        return usage
+    if flavour == "deepseek":
+        return {
+            "prompt_tokens": prompt, "completion_tokens": completion, "total_tokens": prompt + completion,
+            "prompt_tokens_details": {"cached_tokens": answer.cached_tokens},
+            "prompt_cache_hit_tokens": answer.cached_tokens,
+            "prompt_cache_miss_tokens": prompt - answer.cached_tokens,
+        }
     return {
-        "prompt_tokens": answer.prompt_tokens,
-        "completion_tokens": answer.completion_tokens,
-        "total_tokens": answer.prompt_tokens + answer.completion_tokens,
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
         "prompt_tokens_details": {"cached_tokens": answer.cached_tokens, "audio_tokens": 0},
         "completion_tokens_details": {
             "reasoning_tokens": 0,
@@ -112,57 +80,83 @@ def _openai_usage(answer: Answer) -> dict[str, Any]:
     }
 
 
-def openai_completion(answer: Answer, *, call_id: str) -> dict[str, Any]:
-    """A `chat.completion` object."""
-    return {
-        "id": f"chatcmpl-{call_id}",
-        "object": "chat.completion",
-        "created": int(time.time()),
-        "model": answer.model,
-        "system_fingerprint": "fp_fake",
-        "choices": [
-            {
-                "index": 0,
-                "message": {"role": "assistant", "content": answer.text, "refusal": None},
-                "logprobs": None,
-                "finish_reason": "stop",
-            }
-        ],
-        "usage": _openai_usage(answer),
-    }
+def _completion_id(call_id: str, flavour: str) -> str:
+    if flavour == "deepseek":
+        return str(uuid.UUID(hashlib.md5(call_id.encode()).hexdigest()))  # noqa: S324 - an id, not security
+    if flavour == "groq":
+        return f"chatcmpl-{uuid.UUID(hashlib.md5(call_id.encode()).hexdigest())}"  # noqa: S324
+    return f"chatcmpl-{call_id}"
 
 
-def openai_stream(answer: Answer, *, call_id: str, include_usage: bool) -> Iterator[bytes]:
-    """SSE lines of a streamed chat completion, ending with ``data: [DONE]``."""
-    base: dict[str, Any] = {
-        "id": f"chatcmpl-{call_id}",
-        "object": "chat.completion.chunk",
+def _envelope(answer: Answer, call_id: str, flavour: str, obj: str) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "id": _completion_id(call_id, flavour),
+        "object": obj,
         "created": int(time.time()),
         "model": answer.model,
-        "system_fingerprint": "fp_fake",
+        "system_fingerprint": "fp_fake_prod0820_fp8_kvcache" if flavour == "deepseek" else "fp_fake",
     }
-    if include_usage:
+    return out
+
+
+def chat_completion(answer: Answer, *, call_id: str, flavour: str = "openai") -> dict[str, Any]:
+    """A `chat.completion` object in `flavour`'s shape (openai, groq or deepseek)."""
+    message: dict[str, Any] = {"role": "assistant", "content": answer.text}
+    if flavour == "openai":
+        message["refusal"] = None
+    body = {
+        **_envelope(answer, call_id, flavour, "chat.completion"),
+        "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": "stop"}],
+        "usage": _openai_usage(answer, flavour),
+    }
+    if flavour == "groq":
+        body["usage_breakdown"] = None
+        body["x_groq"] = {"id": f"req_{call_id}"}
+        body["service_tier"] = "on_demand"
+    return body
+
+
+def chat_stream(answer: Answer, *, call_id: str, include_usage: bool, flavour: str = "openai") -> Iterator[bytes]:
+    """SSE lines of a streamed chat completion in `flavour`'s shape, ending with ``data: [DONE]``."""
+    base = _envelope(answer, call_id, flavour, "chat.completion.chunk")
+    usage = _openai_usage(answer, flavour)
+    if flavour == "openai" and include_usage:
         base["usage"] = None
 
-    def chunk(delta: dict[str, Any], finish_reason: str | None) -> bytes:
+    def chunk(delta: dict[str, Any], finish_reason: str | None, **extra: Any) -> bytes:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
-        return f"data: {_dumps({**base, 'choices': [choice]})}\n\n".encode()
+        return f"data: {dumps({**base, 'choices': [choice], **extra})}\n\n".encode()
 
-    yield chunk({"role": "assistant", "content": "", "refusal": None}, None)
-    for piece in _pieces(answer.text):
+    first: dict[str, Any] = {"role": "assistant", "content": ""}
+    if flavour == "openai":
+        first["refusal"] = None
+    yield chunk(first, None, **({"x_groq": {"id": f"req_{call_id}"}} if flavour == "groq" else {}))
+    for piece in pieces(answer.text):
         yield chunk({"content": piece}, None)
-    yield chunk({}, "stop")
-    if include_usage:
-        yield f"data: {_dumps({**base, 'choices': [], 'usage': _openai_usage(answer)})}\n\n".encode()
+    if flavour == "groq":
+        yield chunk({}, "stop", x_groq={"id": f"req_{call_id}", "usage": usage}, **({"usage": usage} if include_usage else {}))
+        if include_usage:
+            yield f"data: {dumps({**base, 'choices': [], 'usage': usage, 'service_tier': 'on_demand'})}\n\n".encode()
+    elif flavour == "deepseek":
+        yield chunk({"content": ""}, "stop", usage=usage)
+    else:
+        yield chunk({}, "stop")
+        if include_usage:
+            yield f"data: {dumps({**base, 'choices': [], 'usage': usage})}\n\n".encode()
     yield b"data: [DONE]\n\n"
 
 
-def openai_error(message: str, *, type_: str, code: str | None) -> dict[str, Any]:
-    """OpenAI's error body."""
-    return {"error": {"message": message, "type": type_, "param": None, "code": code}}
+def openai_error(message: str, *, type_: str, code: str | None, param: bool = True) -> dict[str, Any]:
+    """An OpenAI-style error body (also Groq's, without `param`, and DeepSeek's)."""
+    body: dict[str, Any] = {"message": message, "type": type_}
+    if param:
+        body["param"] = None
+    if code is not None or param:
+        body["code"] = code
+    return {"error": body}
 
 
-# --- Anthropic --------------------------------------------------------------------------------
+# --- Anthropic -----------------------------------------------------------------------------------
 
 
 def _anthropic_usage(answer: Answer, *, output_tokens: int) -> dict[str, Any]:
@@ -193,14 +187,14 @@ def anthropic_stream(answer: Answer, *, call_id: str) -> Iterator[bytes]:
     """SSE events of a streamed message, from message_start to message_stop."""
 
     def event(name: str, payload: dict[str, Any]) -> bytes:
-        return f"event: {name}\ndata: {_dumps({'type': name, **payload})}\n\n".encode()
+        return f"event: {name}\ndata: {dumps({'type': name, **payload})}\n\n".encode()
 
     start = {**anthropic_message(answer, call_id=call_id), "content": [], "stop_reason": None}
     start["usage"] = _anthropic_usage(answer, output_tokens=1)
     yield event("message_start", {"message": start})
     yield event("content_block_start", {"index": 0, "content_block": {"type": "text", "text": ""}})
     yield event("ping", {})
-    for piece in _pieces(answer.text):
+    for piece in pieces(answer.text):
         yield event("content_block_delta", {"index": 0, "delta": {"type": "text_delta", "text": piece}})
     yield event("content_block_stop", {"index": 0})
     yield event(
@@ -218,15 +212,32 @@ def anthropic_error(message: str, *, type_: str) -> dict[str, Any]:
     return {"type": "error", "error": {"type": type_, "message": message}}
 
 
-# --- errors of either provider -----------------------------------------------------------------
+# --- errors --------------------------------------------------------------------------------------
 
 
-def error_response(provider: str, outcome: str, *, retry_after: int) -> tuple[int, dict[str, Any], dict[str, str]]:
+def error_response(
+    provider: str, outcome: str, *, retry_after: int, model: str | None = None, key: str | None = None
+) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Status, body and headers of an error outcome in `provider`'s shape.
 
-    `insufficient_quota` is OpenAI's 429 with type and code ``insufficient_quota``, and Anthropic's
-    400 credit-balance error (which LiteLLM maps to `BadRequestError`).
+    ================  ====================  =========================  ======================  ==============
+    outcome           OpenAI                Anthropic                  Groq                    DeepSeek
+    ================  ====================  =========================  ======================  ==============
+    invalid key       401 invalid_api_key   401 authentication_error   401 invalid_api_key     401 Authentication Fails
+    429               429 + retry-after     429 + retry-after          429 RPM + retry-after   429 + retry-after
+    quota             429 insufficient_quota 400 credit balance        429 tokens per day (TPD) 402 Insufficient Balance
+    500               500 server_error      500 api_error              500                     500 Server Error
+    ================  ====================  =========================  ======================  ==============
+
+    Gemini: see `_fake_gemini.gemini_error`. `model` goes into Groq's and Gemini's rate-limit
+    messages; `key` into DeepSeek's 401 message (its last four characters, as DeepSeek does).
     """
+    if provider == "gemini":
+        return gemini_error(outcome, model=model or "unknown", retry_after=retry_after)
+    if provider == "groq":
+        return _groq_error(outcome, model=model or "unknown", retry_after=retry_after)
+    if provider == "deepseek":
+        return _deepseek_error(outcome, key=key, retry_after=retry_after)
     if provider == "openai":
         if outcome in UNAUTHORISED:
             body = openai_error("Incorrect API key provided.", type_="invalid_request_error", code="invalid_api_key")
@@ -253,10 +264,39 @@ def error_response(provider: str, outcome: str, *, retry_after: int) -> tuple[in
     return 500, anthropic_error("Internal server error", type_="api_error"), {}
 
 
-def bad_request(provider: str, message: str) -> dict[str, Any]:
-    """The body of a 400 for an unusable request."""
-    if provider == "openai":
-        return openai_error(message, type_="invalid_request_error", code=None)
+def _groq_error(outcome: str, *, model: str, retry_after: int) -> tuple[int, dict[str, Any], dict[str, str]]:
+    if outcome in UNAUTHORISED:
+        return 401, openai_error("Invalid API Key", type_="invalid_request_error", code="invalid_api_key", param=False), {}
+    limit = f"Rate limit reached for model `{model}` in organization `org_fake` service tier `on_demand` on "
+    more = " Visit https://console.groq.com/docs/rate-limits for more information."
+    if outcome == "429":
+        message = f"{limit}requests per minute (RPM): Limit 30, Used 30, Requested 1. Please try again in {retry_after}s.{more}"
+        return 429, openai_error(message, type_="requests", code="rate_limit_exceeded", param=False), _retry(retry_after)
+    if outcome == "insufficient_quota":
+        message = (f"{limit}tokens per day (TPD): Limit 500000, Used 499990, Requested 1018. "
+                   f"Please try again in {retry_after}s.{more}")
+        return 429, openai_error(message, type_="tokens", code="rate_limit_exceeded", param=False), _retry(retry_after)
+    return 500, openai_error("Internal Server Error", type_="internal_server_error", code=None, param=False), {}
+
+
+def _deepseek_error(outcome: str, *, key: str | None, retry_after: int) -> tuple[int, dict[str, Any], dict[str, str]]:
+    if outcome in UNAUTHORISED:
+        shown = f"****{key[-4:]}" if key and len(key) > 8 else "****"
+        message = f"Authentication Fails, Your api key: {shown} is invalid"
+        return 401, openai_error(message, type_="authentication_error", code="invalid_request_error"), {}
+    if outcome == "429":
+        return 429, openai_error("Rate Limit Reached", type_="rate_limit_error", code="rate_limit_reached"), _retry(retry_after)
+    if outcome == "insufficient_quota":
+        return 402, openai_error("Insufficient Balance", type_="unknown_error", code="invalid_request_error"), {}
+    return 500, openai_error("Server Error", type_="server_error", code="server_error"), {}
+
+
+def bad_request(provider: str, message: str, *, status: int = 400) -> dict[str, Any]:
+    """The body of a 4xx for an unusable request."""
+    if provider == "gemini":
+        return gemini_bad_request(message, status=status)
+    if provider in OPENAI_COMPATIBLE:
+        return openai_error(message, type_="invalid_request_error", code=None, param=provider != "groq")
     return anthropic_error(message, type_="invalid_request_error")
 
 

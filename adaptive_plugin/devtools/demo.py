@@ -1,9 +1,11 @@
 """`adaptive-plugin demo`: the gateway on embedded defaults against the bundled fake provider.
 
-Starts the fake provider and the real proxy (SQLite, local FAISS index, offline embedding
-model), creates a team project with its own OpenAI keys (the first one rate-limited), sends a
-few requests through the official `openai` SDK and prints what happened to each: the model
-chosen, the cache outcome, the key source and the fee. Then it keeps serving until Ctrl-C.
+Starts the fake provider (OpenAI, Anthropic, Gemini, Groq and DeepSeek APIs) and the real proxy
+(SQLite, local FAISS index, offline embedding model), creates a team project with its own OpenAI
+keys (the first one rate-limited) and a Gemini key, sends a few requests through the official
+`openai` SDK (`auto`, and named OpenAI, Gemini, DeepSeek and Anthropic models) and prints what
+happened to each: the model chosen, the provider, the cache outcome, the key source and the fee.
+Then it keeps serving until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -20,13 +22,25 @@ import httpx
 
 from adaptive_plugin.config import Settings
 from adaptive_plugin.devtools.fake_provider import FakeProvider
-from adaptive_plugin.devtools.launcher import ProxyProcess, base_env, demo_config
+from adaptive_plugin.devtools.launcher import ProxyProcess, base_env, demo_config, fake_env
 
+POOLED = {
+    "openai": "sk-demo-pooled-openai-" + "0" * 16,
+    "anthropic": "sk-ant-demo-pooled-" + "0" * 16,
+    "gemini": "AIzaSy-demo-pooled-gemini-" + "0" * 12,
+    "groq": "gsk_demo-pooled-groq-" + "0" * 16,
+    "deepseek": "sk-demo-pooled-deepseek-" + "0" * 12,
+}
+TEAM_KEYS = [  # (provider, key, priority) of the demo project
+    ("openai", "sk-demo-team-ratelimited-" + "0" * 12, 1),
+    ("openai", "sk-demo-team-ok-" + "0" * 20, 2),
+    ("gemini", "AIzaSy-demo-team-gemini-" + "0" * 14, 1),
+]
 FAKE_KEYS = {
-    "sk-demo-pooled-openai-" + "0" * 16: {"label": "pooled-openai", "behaviour": "ok", "provider": "openai"},
-    "sk-ant-demo-pooled-" + "0" * 16: {"label": "pooled-anthropic", "behaviour": "ok", "provider": "anthropic"},
-    "sk-demo-team-ratelimited-" + "0" * 12: {"label": "team-openai-1 (429)", "behaviour": "429", "provider": "openai", "retry_after": 30},
-    "sk-demo-team-ok-" + "0" * 20: {"label": "team-openai-2", "behaviour": "ok", "provider": "openai"},
+    **{key: {"label": f"pooled-{provider}", "behaviour": "ok", "provider": provider} for provider, key in POOLED.items()},
+    TEAM_KEYS[0][1]: {"label": "team-openai-1 (429)", "behaviour": "429", "provider": "openai", "retry_after": 30},
+    TEAM_KEYS[1][1]: {"label": "team-openai-2", "behaviour": "ok", "provider": "openai"},
+    TEAM_KEYS[2][1]: {"label": "team-gemini", "behaviour": "ok", "provider": "gemini"},
 }
 REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("auto", "Hi! How are you today?", {}),
@@ -38,6 +52,8 @@ REQUESTS: list[tuple[str, str, dict[str, Any]]] = [
     ("auto", "A train leaves at 3:40 pm and travels 210 km at 84 km/h, then 95 km at 76 km/h. "
              "Step by step, at what time does it arrive?", {"cost_bias": 0.9}),
     ("gpt-4o-mini", "Summarise the plot of Hamlet in two sentences.", {}),
+    ("gemini-2.5-flash", "Name three uses of a Raspberry Pi.", {}),
+    ("deepseek-v4-flash", "Write a haiku about garbage collection.", {"stream": True}),
     ("claude-haiku-4-5", "Translate 'good morning' into French.", {"stream": True}),
 ]
 
@@ -53,9 +69,9 @@ def _setup_project(base: str, master: str) -> tuple[str, str]:
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {master}"}, timeout=30) as c:
         project = _admin(c, "POST", "/adaptive/projects", json={"name": "demo-team", "plan": "team"})
         key = _admin(c, "POST", f"/adaptive/projects/{project['id']}/api-keys", params={"environment": "production"})
-        for priority, secret in ((1, "sk-demo-team-ratelimited-" + "0" * 12), (2, "sk-demo-team-ok-" + "0" * 20)):
+        for provider, secret, priority in TEAM_KEYS:
             _admin(c, "POST", f"/adaptive/projects/{project['id']}/provider-keys",
-                   json={"environment": "production", "provider": "openai", "api_key": secret, "priority": priority})
+                   json={"environment": "production", "provider": provider, "api_key": secret, "priority": priority})
         admin = _admin(c, "POST", f"/adaptive/projects/{project['id']}/admin-keys", json={"label": "demo"})
         return str(key["api_key"]), str(admin["admin_key"])
 
@@ -101,10 +117,7 @@ def run(*, port: int = 4000, once: bool = False, state_dir: Path = Path(".adapti
         LITELLM_MASTER_KEY=master,
         ADAPTIVE_MASTER_KEYS=Settings.generate_master_key(),
         ADAPTIVE_STATE_DIR=str(state_dir.resolve()),
-        FAKE_OPENAI_API_BASE=f"{fake_url}/v1",
-        FAKE_ANTHROPIC_API_BASE=fake_url,
-        POOLED_OPENAI_KEY="sk-demo-pooled-openai-" + "0" * 16,
-        POOLED_ANTHROPIC_KEY="sk-ant-demo-pooled-" + "0" * 16,
+        **fake_env(fake_url, POOLED),
     )
     proxy = ProxyProcess(demo_config(), env=env, log_path=state_dir / "proxy.log", port=port)
     print(f"starting the LiteLLM proxy with the Adaptive plugin on {proxy.base_url} (log: {proxy.log_path}) ...")
@@ -112,7 +125,7 @@ def run(*, port: int = 4000, once: bool = False, state_dir: Path = Path(".adapti
         proxy.start()
         api_key, admin_key = _setup_project(proxy.base_url, master)
         client = openai.OpenAI(base_url=f"{proxy.base_url}/v1", api_key=api_key, max_retries=0)
-        rows = [["#", "asked for", "prompt", "served by", "cache", "key source", "fallbacks", "fee (USD)"]]
+        rows = [["#", "asked for", "prompt", "served by", "provider", "cache", "key source", "fallbacks", "fee (USD)"]]
         for i, (model, prompt, extra) in enumerate(REQUESTS, 1):
             h = _send(client, model, prompt, extra)
             rows.append([
@@ -121,6 +134,7 @@ def run(*, port: int = 4000, once: bool = False, state_dir: Path = Path(".adapti
                 (prompt[:38] + "...") if len(prompt) > 41 else prompt,
                 h.get("x-adaptive-model-group", "?")
                 + (f" [{h['x-adaptive-task-type']}, score {h['x-adaptive-route-score']}]" if "x-adaptive-route-score" in h else ""),
+                h.get("x-adaptive-provider", "-"),
                 h.get("x-adaptive-cache", "?") + (f" ({h['x-adaptive-cache-similarity']})" if h.get("x-adaptive-cache", "").startswith("hit") else ""),
                 h.get("x-adaptive-key-source", "?"),
                 h.get("x-adaptive-fallbacks", "-"),

@@ -1,18 +1,28 @@
-"""A fake OpenAI / Anthropic provider on 127.0.0.1 for tests, benchmarks and the demo.
+"""A fake LLM provider on 127.0.0.1 for tests, benchmarks and the demo: OpenAI, Anthropic, Google
+Gemini, Groq and DeepSeek, each in its own wire format (`_fake_payloads`, `_fake_gemini`).
 
-HTTP paths:
+HTTP paths (each provider under the path its real base URL gives, so one server stands in for all):
 
-    POST /v1/chat/completions, /chat/completions   OpenAI chat completions (JSON or SSE)
-    GET  /v1/models, /models                        OpenAI model list
-    POST /v1/messages                               Anthropic messages (JSON or SSE)
-    GET  /_fake/calls                               call log, a JSON list
-    GET  /_fake/health                              {"ok": true}
-    POST /_fake/reset                               clear the call log and flaky counters
-    POST /_fake/keys                                replace the key table: {key: {label, behaviour, ...}}
+    POST /v1/chat/completions, /chat/completions     OpenAI chat completions (JSON or SSE)
+    GET  /v1/models, /models                          OpenAI model list
+    POST /v1/messages                                 Anthropic messages (JSON or SSE)
+    POST /v1beta/models/{model}:generateContent       Gemini (also :streamGenerateContent?alt=sse,
+                                                      and under /v1alpha and /v1)
+    POST /openai/v1/chat/completions                  Groq (api.groq.com/openai/v1)
+    GET  /openai/v1/models                            Groq model list
+    POST /deepseek/chat/completions                   DeepSeek (api.deepseek.com; also /deepseek/v1/...
+                                                      and /deepseek/beta/...)
+    GET  /deepseek/models                             DeepSeek model list
+    GET  /_fake/calls                                 call log, a JSON list
+    GET  /_fake/health                                {"ok": true}
+    POST /_fake/reset                                 clear the call log and flaky counters
+    POST /_fake/keys                                  replace the key table: {key: {label, behaviour, ...}}
 
 Each API key maps to a `KeySpec` whose behaviour decides the answer (`ok`, `401`, `429`,
-`insufficient_quota`, `500`, `slow`, `reset`, `flaky`). Unknown keys and keys used on the other
-provider's path get 401. Answers are deterministic; see `_fake_payloads`.
+`insufficient_quota`, `500`, `slow`, `reset`, `flaky`). Unknown keys and keys used on another
+provider's path get that provider's invalid-key error. Answers are deterministic; see `_fake_answer`.
+Keys are read where each provider's clients send them: ``Authorization: Bearer`` (OpenAI, Groq,
+DeepSeek), ``x-api-key`` (Anthropic), ``x-goog-api-key`` or ``?key=`` (Gemini).
 
 A request can also be at fault whatever its key: a message containing ``[fake-provider:400]``,
 ``[fake-provider:404]`` or ``[fake-provider:422]`` gets that status (after the key's own
@@ -24,8 +34,9 @@ status, stream, ts}``: `key_label` is the key's label (never the key; None for a
 ``unknown_key``, ``provider_mismatch``, ``bad_request``, ``cancelled`` when the client went away),
 and `status` the HTTP status (None for ``reset`` and for calls cancelled before answering).
 
-LiteLLM reaches it with ``api_base=<base>/v1`` for ``openai/...`` models and ``api_base=<base>``
-for ``anthropic/...`` models.
+LiteLLM reaches it with these ``api_base`` values (`api_bases`): ``<base>/v1`` for ``openai/...``,
+``<base>`` for ``anthropic/...``, ``<base>/v1beta`` for ``gemini/...``, ``<base>/openai/v1`` for
+``groq/...`` and ``<base>/deepseek`` for ``deepseek/...``.
 
 Command line (runs until SIGTERM or SIGINT)::
 
@@ -53,23 +64,32 @@ from typing import Any, Final
 
 from aiohttp import web
 
+from adaptive_plugin.devtools import _fake_gemini as gemini
 from adaptive_plugin.devtools._fake_keys import KeySpec, draw_outcome, parse_keys
 from adaptive_plugin.devtools._fake_payloads import (
+    OPENAI_COMPATIBLE,
     UNAUTHORISED,
     Answer,
     anthropic_message,
     anthropic_stream,
     bad_request,
     build_answer,
+    chat_completion,
+    chat_stream,
     error_response,
-    openai_completion,
-    openai_stream,
 )
 
-__all__ = ["DEFAULT_MODELS", "FakeProvider", "KeySpec", "main"]
+__all__ = ["DEFAULT_MODELS", "FakeProvider", "KeySpec", "api_bases", "main"]
 
 #: Model ids listed by `GET /v1/models` unless `models=` is given. Any model name is served.
 DEFAULT_MODELS: Final = ("gpt-4o-mini", "gpt-4o", "claude-haiku-4-5", "claude-sonnet-4-5")
+#: The path under the fake's base URL that stands for each provider's real base URL.
+_API_PATHS: Final = {"openai": "/v1", "anthropic": "", "gemini": "/v1beta", "groq": "/openai/v1", "deepseek": "/deepseek"}
+
+
+def api_bases(base_url: str) -> dict[str, str]:
+    """The ``api_base`` LiteLLM needs to reach each provider of the fake at `base_url`."""
+    return {provider: f"{base_url}{path}" for provider, path in _API_PATHS.items()}
 _HOST: Final = "127.0.0.1"
 _MAX_BODY: Final = 64 * 1024 * 1024
 _DEFAULT_RETRY_AFTER: Final = 1
@@ -143,6 +163,13 @@ class FakeProvider:
         app.router.add_get("/v1/models", self._models)
         app.router.add_get("/models", self._models)
         app.router.add_post("/v1/messages", self._anthropic_messages)
+        for version in ("v1beta", "v1alpha", "v1"):
+            app.router.add_post(f"/{version}/models/{{target}}", self._gemini_generate)
+        app.router.add_post("/openai/v1/chat/completions", self._groq_chat)
+        app.router.add_get("/openai/v1/models", self._groq_models)
+        for prefix in ("/deepseek", "/deepseek/v1", "/deepseek/beta"):
+            app.router.add_post(f"{prefix}/chat/completions", self._deepseek_chat)
+        app.router.add_get("/deepseek/models", self._deepseek_models)
         app.router.add_get("/_fake/calls", self._control_calls)
         app.router.add_get("/_fake/health", self._control_health)
         app.router.add_post("/_fake/reset", self._control_reset)
@@ -239,10 +266,25 @@ class FakeProvider:
     async def _anthropic_messages(self, request: web.Request) -> web.StreamResponse:
         return await self._serve(request, "anthropic")
 
+    async def _groq_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "groq")
+
+    async def _deepseek_chat(self, request: web.Request) -> web.StreamResponse:
+        return await self._serve(request, "deepseek")
+
+    async def _gemini_generate(self, request: web.Request) -> web.StreamResponse:
+        if gemini.split_target(request.match_info["target"]) is None:
+            raise web.HTTPNotFound()
+        return await self._serve(request, "gemini")
+
     async def _serve(self, request: web.Request, provider: str) -> web.StreamResponse:
         payload = await _read_json(request)
-        model = payload.get("model") if isinstance(payload, dict) else None
-        stream = bool(payload.get("stream")) if isinstance(payload, dict) else False
+        if provider == "gemini":
+            model, action = gemini.split_target(request.match_info["target"]) or ("", "")
+            stream = action == "streamGenerateContent"
+        else:
+            model = payload.get("model") if isinstance(payload, dict) else None
+            stream = bool(payload.get("stream")) if isinstance(payload, dict) else False
         key = _api_key(request, provider)
         with self._lock:
             spec = self._keys.get(key) if key is not None else None
@@ -295,29 +337,34 @@ class FakeProvider:
             return web.Response(status=204)
         if outcome not in ("ok", "slow"):
             retry_after = _DEFAULT_RETRY_AFTER if spec is None or spec.retry_after is None else spec.retry_after
-            status, body, headers = error_response(provider, outcome, retry_after=retry_after)
+            status, body, headers = error_response(provider, outcome, retry_after=retry_after,
+                                                   model=entry["model"], key=_api_key(request, provider))
             self._update(entry, status=status)
             return web.json_response(body, status=status, headers=headers)
-        problem = _invalid(payload, provider)
+        problem = gemini.invalid(payload) if provider == "gemini" else _invalid(payload, provider)
         if problem is not None:
             self._update(entry, outcome="bad_request", status=400)
             return web.json_response(bad_request(provider, problem), status=400)
-        fault = _request_fault(payload)
+        fault = _request_fault({"messages": gemini.gemini_messages(payload)[0]} if provider == "gemini" else payload)
         if fault is not None:
             self._update(entry, outcome="bad_request", status=fault)
-            return web.json_response(bad_request(provider, f"the request was refused (fake provider, {fault})"),
-                                     status=fault)
+            message = f"the request was refused (fake provider, {fault})"
+            return web.json_response(bad_request(provider, message, status=fault), status=fault)
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
-        answer = build_answer(payload["model"], payload["messages"], payload.get("system"))
+        if provider == "gemini":
+            answer = build_answer(entry["model"] or "", *gemini.gemini_messages(payload))
+        else:
+            answer = build_answer(payload["model"], payload["messages"], payload.get("system"))
         call_id = f"{answer.request_hash}{entry['seq']:06d}"
         self._update(entry, status=200)
-        if not payload.get("stream"):
-            body = (
-                openai_completion(answer, call_id=call_id)
-                if provider == "openai"
-                else anthropic_message(answer, call_id=call_id)
-            )
+        if not entry["stream"]:
+            if provider == "gemini":
+                body = gemini.gemini_response(answer, call_id=call_id)
+            elif provider in OPENAI_COMPATIBLE:
+                body = chat_completion(answer, call_id=call_id, flavour=provider)
+            else:
+                body = anthropic_message(answer, call_id=call_id)
             return web.json_response(body, headers=_request_id(provider, call_id))
         return await self._stream(request, provider, payload, answer, call_id,
                                   chunk_delay=(spec.chunk_delay_s or 0.0) if spec is not None else 0.0)
@@ -335,10 +382,12 @@ class FakeProvider:
         )
         await response.prepare(request)
         chunks: Iterator[bytes]
-        if provider == "openai":
+        if provider == "gemini":
+            chunks = gemini.gemini_stream(answer, call_id=call_id)
+        elif provider in OPENAI_COMPATIBLE:
             options = payload.get("stream_options")
             include_usage = isinstance(options, dict) and bool(options.get("include_usage"))
-            chunks = openai_stream(answer, call_id=call_id, include_usage=include_usage)
+            chunks = chat_stream(answer, call_id=call_id, include_usage=include_usage, flavour=provider)
         else:
             chunks = anthropic_stream(answer, call_id=call_id)
         for i, chunk in enumerate(chunks):
@@ -348,8 +397,16 @@ class FakeProvider:
         await response.write_eof()
         return response
 
+    async def _groq_models(self, request: web.Request) -> web.StreamResponse:
+        return await self._list_models(request, "groq")
+
+    async def _deepseek_models(self, request: web.Request) -> web.StreamResponse:
+        return await self._list_models(request, "deepseek")
+
     async def _models(self, request: web.Request) -> web.StreamResponse:
-        provider = "anthropic" if "x-api-key" in request.headers else "openai"
+        return await self._list_models(request, "anthropic" if "x-api-key" in request.headers else "openai")
+
+    async def _list_models(self, request: web.Request, provider: str) -> web.StreamResponse:
         key = _api_key(request, provider)
         with self._lock:
             spec = self._keys.get(key) if key is not None else None
@@ -412,9 +469,12 @@ async def _read_json(request: web.Request) -> Any:
 
 
 def _api_key(request: web.Request, provider: str) -> str | None:
-    """The API key: ``x-api-key`` first on Anthropic paths, else ``Authorization: Bearer``."""
+    """The API key where the provider's clients send it: ``x-api-key`` first on Anthropic paths,
+    ``x-goog-api-key`` or the ``key`` query parameter on Gemini's, else ``Authorization: Bearer``."""
     if provider == "anthropic" and (key := request.headers.get("x-api-key")):
         return key
+    if provider == "gemini":
+        return request.headers.get("x-goog-api-key") or request.query.get("key") or None
     scheme, _, token = request.headers.get("Authorization", "").partition(" ")
     if scheme.lower() != "bearer":
         return None
@@ -452,7 +512,11 @@ def _request_fault(payload: dict[str, Any]) -> int | None:
 
 
 def _request_id(provider: str, call_id: str) -> dict[str, str]:
-    return {"x-request-id" if provider == "openai" else "request-id": f"req_{call_id}"}
+    if provider in ("openai", "groq"):
+        return {"x-request-id": f"req_{call_id}"}
+    if provider == "anthropic":
+        return {"request-id": f"req_{call_id}"}
+    return {}  # Gemini and DeepSeek identify a response in its body
 
 
 def _abort(request: web.Request) -> None:
@@ -506,7 +570,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the fake provider until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(
         prog="python -m adaptive_plugin.devtools.fake_provider",
-        description="Fake OpenAI / Anthropic provider on 127.0.0.1 for tests and benchmarks.",
+        description="Fake OpenAI / Anthropic / Gemini / Groq / DeepSeek provider on 127.0.0.1 for tests and benchmarks.",
     )
     parser.add_argument("--port", type=int, default=0, help="port to listen on; 0 picks a free one")
     parser.add_argument("--keys", type=Path, required=True, help="JSON (or YAML) file {key: {label, behaviour, ...}}")

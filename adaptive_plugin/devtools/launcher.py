@@ -123,6 +123,17 @@ class ProxyProcess:
         self.stop()
 
 
+def fake_env(fake_base_url: str, pooled_keys: dict[str, str]) -> dict[str, str]:
+    """The variables config/demo.yaml reads: ``FAKE_<PROVIDER>_API_BASE`` for every provider of the
+    fake at `fake_base_url`, and ``POOLED_<PROVIDER>_KEY`` for each provider in `pooled_keys`
+    (a provider left out has no pooled key: its deployments are BYOK-only)."""
+    from adaptive_plugin.devtools.fake_provider import api_bases
+
+    env = {f"FAKE_{provider.upper()}_API_BASE": base for provider, base in api_bases(fake_base_url).items()}
+    env.update({f"POOLED_{provider.upper()}_KEY": key for provider, key in pooled_keys.items()})
+    return env
+
+
 def base_env(**extra: Any) -> dict[str, str]:
     """The environment a proxy child gets: ours minus stray ADAPTIVE_* settings, plus defaults."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("ADAPTIVE_") or k == "ADAPTIVE_EMBEDDING_MODEL_DIR"}

@@ -8,7 +8,9 @@ from datetime import datetime, timezone
 from decimal import Decimal
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, computed_field, field_validator, model_validator
+
+from adaptive_plugin import providers
 
 Plan = Literal["developer", "team", "enterprise"]
 Environment = Literal["dev", "staging", "production"]
@@ -45,7 +47,7 @@ class ProviderKeyCreate(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     environment: Environment
-    provider: str = Field(description="LiteLLM provider name: openai, anthropic, gemini, groq, deepseek, ...")
+    provider: str = Field(description="Provider: openai, anthropic, gemini (alias google), groq or deepseek.")
     api_key: str = Field(min_length=8, max_length=4096, repr=False)
     priority: int = Field(default=100, ge=0, le=10_000, description="Lower is tried first.")
     spend_cap_usd: Decimal | None = Field(default=None, gt=0, max_digits=14, decimal_places=6)
@@ -57,8 +59,9 @@ class ProviderKeyCreate(BaseModel):
     def _provider(cls, value: str) -> str:
         value = value.strip().lower()
         if not _PROVIDER_RE.match(value):
-            raise ValueError("provider must be a LiteLLM provider name such as openai or anthropic")
-        return value
+            raise ValueError(f"provider must be one of {', '.join(providers.supported_names())}")
+        # aliases become the canonical name; an unknown name is refused by the service (400)
+        return providers.canonical(value) or value
 
     @field_validator("api_key")
     @classmethod
@@ -98,6 +101,12 @@ class ProjectView(_View):
     cache_enabled: bool
     default_cost_bias: float | None
     created_at: datetime
+
+    @computed_field  # type: ignore[prop-decorator]
+    @property
+    def byok(self) -> Literal["on", "off-by-plan"]:
+        """Whether the project's stored provider keys are used: not on the developer plan."""
+        return "on" if self.plan in BYOK_PLANS else "off-by-plan"
 
 
 class ApiKeyView(_View):

@@ -15,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from adaptive_plugin.errors import NoKeyAvailableError
+from adaptive_plugin import providers
+from adaptive_plugin.errors import KeysError, NoKeyAvailableError, PlanError
 from adaptive_plugin.keys.models import Principal, ResolvedKey
 
 FailureReason = Literal[
@@ -47,8 +48,13 @@ def classify_failure(
         return "connection"
     if internal:
         return "internal"
+    hinted = providers.error_reason(text)  # provider-specific shapes (see adaptive_plugin.providers)
+    if hinted is not None:
+        return hinted
     if any(marker in text for marker in _QUOTA_TEXT):
         return "quota"  # Anthropic reports an exhausted credit balance as a 400
+    if status_code == 402:  # Payment Required: DeepSeek's empty balance
+        return "quota"
     if status_code in (401, 403):
         return "invalid"
     if status_code == 429:
@@ -82,6 +88,7 @@ class RequestKeyState:
     last_choice: KeyChoice | None = None
     last_error: BaseException | None = None  # the last attempt's failure
     last_error_retryable: bool = True  # False when another key cannot fix it
+    byok_off_by_plan: bool = False  # the last attempt skipped stored keys of its provider: the plan has no BYOK
 
 
 @dataclass(slots=True)
@@ -120,6 +127,30 @@ class KeyResolver:
         if not principal.byok_allowed:
             return []
         return [k for k in self._load_keys(principal.project_id, principal.environment) if k.provider == provider]
+
+    def stored_but_off(self, principal: Principal, provider: str) -> bool:
+        """Whether the project stores keys for `provider` that its plan does not let it use."""
+        if principal.byok_allowed:
+            return False
+        return any(k.provider == provider for k in self._load_keys(principal.project_id, principal.environment))
+
+    @staticmethod
+    def plan_refusal(principal: Principal) -> str | None:
+        """Why no request of this project can be served on its plan, or None: a `byok_only` project on
+        a plan without Bring Your Own Keys can use neither its own keys nor the pooled ones."""
+        if principal.byok_allowed or principal.fallback != "byok_only":
+            return None
+        return (f"project {principal.project_name!r} is on the {principal.plan} plan, which does not use its own "
+                "provider keys (Bring Your Own Keys needs the team or enterprise plan), and its fallback policy "
+                "byok_only forbids the pooled keys: move the project to the team or enterprise plan, or set its "
+                "fallback to pooled")
+
+    def refusal(self, principal: Principal, provider: str, state: RequestKeyState, *, pooled_available: bool) -> KeysError:
+        """The error for a request no key can serve: the plan's (PlanError) or the keys' (NoKeyAvailableError)."""
+        plan = self.plan_refusal(principal)
+        if plan is not None:
+            return PlanError(plan)
+        return NoKeyAvailableError(self.explain(principal, provider, state, pooled_available=pooled_available))
 
     def _skip_reason(self, key: ResolvedKey, now: float, project_id: str = "") -> str | None:
         h = self._health.get(key.id)
@@ -189,8 +220,9 @@ class KeyResolver:
     def choose(
         self, principal: Principal, provider: str, state: RequestKeyState, *, pooled_available: bool
     ) -> KeyChoice:
-        """The key for the next attempt on `provider`, or NoKeyAvailableError explaining why none."""
+        """The key for the next attempt on `provider`, or NoKeyAvailableError (PlanError) explaining why none."""
         now = self._clock()
+        state.byok_off_by_plan = self.stored_but_off(principal, provider)
         for key in self.candidates(principal, provider):
             if key.id in state.attempted or self._skip_reason(key, now, principal.project_id) is not None:
                 continue
@@ -203,7 +235,7 @@ class KeyResolver:
             state.attempted.append(f"pooled:{provider}")
             state.last_choice = choice
             return choice
-        raise NoKeyAvailableError(self.explain(principal, provider, state, pooled_available=pooled_available))
+        raise self.refusal(principal, provider, state, pooled_available=pooled_available)
 
     def note_call(self, key: ResolvedKey) -> None:
         """A call is made with `key` (admitted by its limits): counted for `health`, this process only."""

@@ -19,6 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from adaptive_plugin import providers
 from adaptive_plugin.db import session_scope
 from adaptive_plugin.db.tables_keys import Project, ProjectApiKey, ProviderKey, utcnow
 from adaptive_plugin.errors import AuthenticationError, KeysError, NotFoundError, PlanError, VaultError
@@ -213,6 +214,10 @@ class KeyService:
     # -- provider keys -------------------------------------------------------------------
 
     def add_provider_key(self, project_id: str, spec: ProviderKeyCreate) -> ProviderKeyView:
+        """Store a key; `UnknownProviderError` for a provider outside the registry and
+        `KeyFormatError` for a key that carries another provider's prefix (both 400)."""
+        provider = providers.require(spec.provider, api_key=spec.api_key)
+        spec = spec.model_copy(update={"provider": provider})
         key_id = _new_id("pk")
         with session_scope(self.engine) as s:
             project = self._project(s, project_id)
@@ -287,6 +292,8 @@ class KeyService:
                 raise NotFoundError(f"provider key {key_id!r} not found")
             if old.status == "revoked":
                 raise KeysError(f"provider key {key_id!r} is revoked; add a new key instead of rotating it")
+            if providers.canonical(old.provider):  # the new key must not belong to another provider
+                providers.require(old.provider, api_key=new_secret)
             new_fingerprint = fingerprint(new_secret)
             if new_fingerprint == old.fingerprint:
                 raise KeysError("the new key is the key being rotated; give the new key")
@@ -367,7 +374,8 @@ class KeyService:
             out.append(
                 ResolvedKey(
                     id=row.id,
-                    provider=row.provider,
+                    # a row stored under an alias by an older version ("google") serves its provider
+                    provider=providers.canonical(row.provider) or row.provider,
                     priority=row.priority,
                     secret=secret,
                     fingerprint=row.fingerprint,
@@ -376,6 +384,28 @@ class KeyService:
                     rpm_limit=row.rpm_limit,
                 )
             )
+        return out
+
+    def unknown_provider_keys(self) -> list[dict[str, str]]:
+        """Stored keys whose provider is outside the registry (never used): for `adaptive-plugin check`."""
+        known = set(providers.supported_names())
+        with session_scope(self.engine) as s:
+            rows = s.execute(
+                sa.select(ProviderKey.id, ProviderKey.project_id, ProviderKey.environment, ProviderKey.provider,
+                          ProviderKey.fingerprint, ProviderKey.status)
+                .where(ProviderKey.provider.notin_(known))
+                .order_by(ProviderKey.project_id, ProviderKey.provider)
+            ).all()
+        out = []
+        for key_id, project_id, environment, provider, fp, status in rows:
+            alias_of = providers.canonical(provider)
+            out.append({
+                "id": key_id, "project_id": project_id, "environment": environment, "provider": provider,
+                "fingerprint": fp, "status": status,
+                "note": (f"stored under the alias {provider!r}: used as {alias_of!r}" if alias_of else
+                         f"unknown provider {provider!r}: never used; delete it and add the key again under one of "
+                         f"{', '.join(sorted(known))}"),
+            })
         return out
 
     def keys_version(self) -> tuple[object, int]:

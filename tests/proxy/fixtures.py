@@ -13,8 +13,8 @@ import pytest
 
 from adaptive_plugin.config import Settings
 from adaptive_plugin.devtools.fake_provider import FakeProvider
-from adaptive_plugin.devtools.launcher import ProxyProcess, base_env, demo_config
-from tests.proxy.gateway import FAKE_KEYS, POOLED_ANTHROPIC, POOLED_OPENAI, Gateway
+from adaptive_plugin.devtools.launcher import ProxyProcess, base_env, demo_config, fake_env
+from tests.proxy.gateway import FAKE_KEYS, POOLED_KEYS, Gateway
 
 MASTER_KEY = "sk-master-S3CRET-" + "9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a"
 VAULT_KEY = Settings.generate_master_key()
@@ -34,10 +34,7 @@ def gateway_env(fake: FakeProvider, state_dir: Path, **extra: str) -> dict[str, 
         "ADAPTIVE_MASTER_KEYS": VAULT_KEY,
         "ADAPTIVE_STATE_DIR": str(state_dir),
         "ADAPTIVE_LEDGER_FLUSH_SECONDS": "0.2",
-        "FAKE_OPENAI_API_BASE": f"{fake.base_url}/v1",
-        "FAKE_ANTHROPIC_API_BASE": str(fake.base_url),
-        "POOLED_OPENAI_KEY": POOLED_OPENAI,
-        "POOLED_ANTHROPIC_KEY": POOLED_ANTHROPIC,
+        **fake_env(str(fake.base_url), POOLED_KEYS),
     }
     settings.update(extra)
     return base_env(**settings)

@@ -19,15 +19,21 @@ from adaptive_plugin.devtools.launcher import ProxyProcess
 # The fake provider's key table. Strings are long and distinctive so the secret scan can find them.
 POOLED_OPENAI = "sk-pooled-openai-S3CRET-7f1e2d3c4b5a69788"
 POOLED_ANTHROPIC = "sk-ant-pooled-S3CRET-0a1b2c3d4e5f60718"
+POOLED_GEMINI = "AIzaSy-pooled-gemini-S3CRET-4c3b2a1908f7e"
+POOLED_GROQ = "gsk_pooled-groq-S3CRET-9e8d7c6b5a4f3e2d1"
+POOLED_DEEPSEEK = "sk-pooled-deepseek-S3CRET-1f2e3d4c5b6a79"
+POOLED_KEYS = {"openai": POOLED_OPENAI, "anthropic": POOLED_ANTHROPIC, "gemini": POOLED_GEMINI,
+               "groq": POOLED_GROQ, "deepseek": POOLED_DEEPSEEK}
 FAKE_KEYS: dict[str, dict[str, Any]] = {
-    POOLED_OPENAI: {"label": "pooled-openai", "behaviour": "ok", "provider": "openai"},
-    POOLED_ANTHROPIC: {"label": "pooled-anthropic", "behaviour": "ok", "provider": "anthropic"},
+    key: {"label": f"pooled-{provider}", "behaviour": "ok", "provider": provider} for provider, key in POOLED_KEYS.items()
 }
+# each provider's key format (adaptive_plugin.providers), so the gateway's format guard accepts them
+_KEY_PREFIX = {"openai": "sk-ope-", "anthropic": "sk-ant-", "gemini": "AIzaSy-", "groq": "gsk_", "deepseek": "sk-dee-"}
 
 
 def byok_key(label: str, behaviour: str = "ok", provider: str = "openai", **extra: Any) -> str:
     """Register a new customer key with the fake provider's table and return it."""
-    secret = f"sk-{provider[:3]}-byok-S3CRET-{label}-{secrets.token_hex(6)}"
+    secret = f"{_KEY_PREFIX[provider]}byok-S3CRET-{label}-{secrets.token_hex(6)}"
     FAKE_KEYS[secret] = {"label": label, "behaviour": behaviour, "provider": provider, **extra}
     return secret
 

@@ -60,8 +60,8 @@ def test_a_project_admin_manages_its_project_from_the_shell(gateway: Gateway, ca
     assert (shown["fallback"], shown["default_cost_bias"]) == ("byok_only", 0.1)
     # what the gateway refuses: one line with the gateway's message and status
     code, _, err = run(capsys, gateway, "project", "update", "--allowed-models", "no-such-model")
-    assert code == 1 and err == ("error: unknown model 'no-such-model': the gateway serves claude-haiku-4-5, "
-                                 "claude-sonnet-4-5, gpt-4o, gpt-4o-mini (HTTP 400)\n")
+    served = ", ".join(sorted(_demo_tiers()))  # every model group of config/demo.yaml
+    assert code == 1 and err == f"error: unknown model 'no-such-model': the gateway serves {served} (HTTP 400)\n"
     code, _, err = run(capsys, gateway, "--project", "prj_someone_else", "provider-keys", "list")
     assert code == 1 and "manages its own project only (HTTP 403)" in err
 
@@ -74,7 +74,17 @@ def test_select_model_from_the_shell(gateway: Gateway, capsys: pytest.CaptureFix
     out, err = capsys.readouterr()
     assert code == 0, err
     decision = json.loads(out)
-    assert decision["model"] in ("gpt-4o", "claude-sonnet-4-5") and decision["cost_bias"] == 1
+    strongest = {group for group, tier in _demo_tiers().items() if tier == 3}
+    assert decision["model"] in strongest and decision["cost_bias"] == 1
     monkeypatch.setenv("LITELLM_MASTER_KEY", "sk-wrong")
     assert cli.main(["select-model", "--url", gateway.base_url, "--message", "hi"]) == 1
     assert "(HTTP 401)" in capsys.readouterr().err
+
+
+def _demo_tiers() -> dict[str, int]:
+    """Model group -> tier of every deployment of config/demo.yaml (all five providers)."""
+    import yaml
+
+    from adaptive_plugin.devtools.launcher import demo_config
+
+    return {m["model_name"]: m["model_info"]["adaptive"]["tier"] for m in yaml.safe_load(demo_config().read_text())["model_list"]}

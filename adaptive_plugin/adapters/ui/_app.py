@@ -23,6 +23,7 @@ from pydantic import ValidationError
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
+from adaptive_plugin import providers
 from adaptive_plugin.adapters.selfservice import SelfService
 from adaptive_plugin.adapters.ui._chart import usd
 from adaptive_plugin.adapters.ui._session import SESSION_COOKIE, UI_PREFIX, SessionGate, Visit, clear_cookie, same_token
@@ -52,7 +53,7 @@ NOTICES = {
 }
 PAGES = (("keys", "Provider keys"), ("settings", "Fallback and plan"), ("api-keys", "API keys"),
          ("usage", "Usage"), ("requests", "Request log"))
-PROVIDERS = ("openai", "anthropic", "gemini", "groq", "deepseek", "mistral", "azure", "bedrock")
+PROVIDERS = tuple(providers.supported_names())  # the providers a project key can be stored for
 
 
 def _environment() -> jinja2.Environment:

@@ -152,3 +152,32 @@ def test_missing_or_null_usage_is_zero() -> None:
 def test_cached_tokens_never_exceed_input() -> None:
     u = usage_from_response({"prompt_tokens": 10, "prompt_tokens_details": {"cached_tokens": 50}})
     assert u.cached_tokens == 10
+
+
+def test_deepseek_prompt_cache_hit_tokens_are_free() -> None:
+    # DeepSeek's own usage: prompt_tokens includes the hits, prompt_cache_miss_tokens the rest
+    u = usage_from_response({"prompt_tokens": 1000, "completion_tokens": 40, "total_tokens": 1040,
+                             "prompt_cache_hit_tokens": 700, "prompt_cache_miss_tokens": 300})
+    assert u == Usage(input_tokens=1000, output_tokens=40, cached_tokens=700)
+    fee = compute_fee(u, key_source="byok", cache="miss", rates=FeeRates())
+    assert fee.overhead_micros == 38  # 300 * 0.10 + 40 * 0.20 micro-dollars
+
+
+def test_gemini_usage_metadata_cached_content_is_free() -> None:
+    meta = {"promptTokenCount": 1000, "candidatesTokenCount": 30, "thoughtsTokenCount": 10, "totalTokenCount": 1040,
+            "cachedContentTokenCount": 600, "promptTokensDetails": [{"modality": "TEXT", "tokenCount": 1000}]}
+    expected = Usage(input_tokens=1000, output_tokens=40, cached_tokens=600)
+    assert usage_from_response(meta) == expected
+    assert usage_from_response({"usageMetadata": meta, "candidates": []}) == expected
+
+
+def test_groq_usage_with_timings_and_cached_tokens() -> None:
+    u = usage_from_response({"queue_time": 0.16, "prompt_tokens": 900, "prompt_time": 0.01, "completion_tokens": 4,
+                             "completion_time": 0.009, "total_tokens": 904, "total_time": 0.02,
+                             "prompt_tokens_details": {"cached_tokens": 512}})
+    assert u == Usage(input_tokens=900, output_tokens=4, cached_tokens=512)
+
+
+def test_malformed_counts_are_zero_not_an_error() -> None:
+    u = usage_from_response({"prompt_tokens": "12", "completion_tokens": -3, "prompt_cache_hit_tokens": "many"})
+    assert u == Usage(input_tokens=12, output_tokens=0, cached_tokens=0)

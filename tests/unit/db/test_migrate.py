@@ -186,6 +186,37 @@ def test_redact_url() -> None:
     assert redact_url("::garbage::") == "<unparseable database URL>"
 
 
+def _downgrade_to_version_1(engine: Engine) -> None:
+    """Make a current database look like one written by schema version 1 (no byok_off_by_plan)."""
+    with engine.begin() as conn:
+        conn.execute(sa.text("ALTER TABLE adaptive_usage DROP COLUMN byok_off_by_plan"))
+        conn.execute(sa.text("INSERT INTO adaptive_usage (request_id, ts, day, project_id, environment, provider, "
+                             "model_group, model, key_source, cache, input_tokens, cached_tokens, output_tokens, "
+                             "overhead_fee_micros, model_cost_micros, provider_cost_micros, latency_ms, outcome, "
+                             "status_code, routed) VALUES ('old', '2026-01-01 00:00:00', '2026-01-01', 'p', 'dev', "
+                             "'openai', 'g', 'm', 'byok', 'miss', 1, 0, 1, 0, 0, 0, 1.0, 'success', 200, false)"))
+        conn.execute(sa.text("UPDATE adaptive_schema_version SET version = 1"))
+
+
+def _usage_columns(engine: Engine) -> dict[str, object]:
+    return {c["name"]: c for c in sa.inspect(engine).get_columns("adaptive_usage")}
+
+
+def test_version_1_database_gains_the_byok_off_by_plan_column(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    try:
+        migrate(engine)
+        _downgrade_to_version_1(engine)
+        assert "byok_off_by_plan" not in _usage_columns(engine)
+        assert migrate(engine) == 1
+        assert "byok_off_by_plan" in _usage_columns(engine) and version(engine) == SCHEMA_VERSION
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT byok_off_by_plan FROM adaptive_usage WHERE request_id = 'old'")).scalar_one() in (0, False)
+        assert migrate(engine) == SCHEMA_VERSION  # nothing left to apply
+    finally:
+        engine.dispose()
+
+
 # -- PostgreSQL ---------------------------------------------------------------------------------
 
 
@@ -275,3 +306,17 @@ def test_truncated_sqlite_file_is_a_clear_error_and_is_left_alone(tmp_path: Path
     with pytest.raises(SchemaError, match="cannot be migrated"):
         migrate(make_engine(f"sqlite:///{path}"))
     assert path.read_bytes() == truncated
+
+
+@pytest.mark.postgres
+def test_postgres_version_1_database_gains_the_byok_off_by_plan_column(pg_schema_url: str) -> None:
+    engine = make_engine(pg_schema_url)
+    try:
+        migrate(engine)
+        _downgrade_to_version_1(engine)
+        assert migrate(engine) == 1
+        schema = pg_schema_url.rsplit("%3D", 1)[1]
+        columns = {c["name"] for c in sa.inspect(engine).get_columns("adaptive_usage", schema=schema)}
+        assert "byok_off_by_plan" in columns and version(engine) == SCHEMA_VERSION
+    finally:
+        engine.dispose()

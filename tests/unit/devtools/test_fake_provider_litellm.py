@@ -10,11 +10,12 @@ import os
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # before litellm is imported
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import litellm
 import pytest
+import pytest_asyncio
 
 from adaptive_plugin.devtools.fake_provider import FakeProvider
 
@@ -42,6 +43,16 @@ pytestmark = [
 def server() -> Iterator[FakeProvider]:
     with FakeProvider(KEYS) as fake:
         yield fake
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module", autouse=True)
+async def _close_litellm_clients() -> AsyncIterator[None]:
+    """LiteLLM caches an HTTP client per event loop: close this module's before its loop ends
+    (left open, a later module's garbage collection reports them as unclosed sockets)."""
+    yield
+    from litellm.llms.custom_httpx.async_client_cleanup import close_litellm_async_clients
+
+    await close_litellm_async_clients()
 
 
 @pytest.fixture

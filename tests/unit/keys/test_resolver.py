@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from adaptive_plugin.errors import NoKeyAvailableError
+from adaptive_plugin.errors import NoKeyAvailableError, PlanError
 from adaptive_plugin.keys import KeyResolver, Principal, RequestKeyState, ResolvedKey, classify_failure
 from adaptive_plugin.keys.resolver import QUOTA_COOLDOWN_SECONDS
 
@@ -100,6 +100,30 @@ def test_developer_plan_uses_only_pooled_keys() -> None:
     assert w.resolver.candidates(principal(plan="developer"), "openai") == []
     with pytest.raises(NoKeyAvailableError, match="no pooled openai key is configured and the developer plan has no own keys"):
         w.choose(principal(plan="developer"), pooled=False)
+
+
+def test_stored_keys_on_the_developer_plan_are_off_and_said_so() -> None:
+    w = World([key("a"), key("g", "gemini")])
+    state = RequestKeyState()
+    assert w.choose(principal(plan="developer"), state=state) == "pooled:openai"
+    assert state.byok_off_by_plan  # the project stores an openai key the plan does not use
+    state = RequestKeyState()
+    assert w.choose(principal(plan="developer"), "anthropic", state=state) == "pooled:anthropic"
+    assert not state.byok_off_by_plan  # nothing stored for anthropic: nothing was switched off
+    state = RequestKeyState()
+    assert w.choose(principal(plan="team"), state=state) == "a" and not state.byok_off_by_plan
+
+
+def test_byok_only_project_on_the_developer_plan_is_refused_with_the_plan_message() -> None:
+    w = World([key("a")])
+    p = principal(plan="developer", fallback="byok_only")
+    assert w.resolver.plan_refusal(p) is not None
+    with pytest.raises(PlanError, match="developer plan, which does not use its own provider keys.*byok_only") as err:
+        w.choose(p)
+    assert err.value.status_code == 403
+    assert isinstance(w.resolver.refusal(p, "openai", RequestKeyState(), pooled_available=True), PlanError)
+    assert w.resolver.plan_refusal(principal(plan="developer")) is None  # pooled policy: served by pooled keys
+    assert w.resolver.plan_refusal(principal(fallback="byok_only")) is None
 
 
 def test_byok_only_never_falls_back_to_pooled() -> None:
@@ -275,6 +299,17 @@ def test_explain_lists_every_skipped_key() -> None:
         (429, "Quota exceeded for quota metric 'Generate Content API requests per minute'", {}, "rate_limited"),
         (500, "litellm could not transform the request", {"internal": True}, "internal"),
         (None, "something odd", {}, "internal"),
+        # provider-specific shapes (adaptive_plugin.providers)
+        (401, 'GeminiException - {"error": {"code": 400, "message": "API key not valid.", "status": "INVALID_ARGUMENT"}}',
+         {}, "invalid"),
+        (429, 'You exceeded your current quota ... "quotaId": "GenerateRequestsPerMinutePerProjectPerModel"', {},
+         "rate_limited"),
+        (429, 'You exceeded your current quota ... "quotaId": "GenerateRequestsPerDayPerProjectPerModel"', {}, "quota"),
+        (429, "Rate limit reached for model `m` in organization `o` on tokens per day (TPD): Limit 500000", {}, "quota"),
+        (429, "Rate limit reached for model `m` in organization `o` on requests per minute (RPM): Limit 30", {},
+         "rate_limited"),
+        (402, 'DeepseekException - {"error": {"message": "Insufficient Balance", "type": "unknown_error"}}', {}, "quota"),
+        (402, "Payment Required", {}, "quota"),
     ],
 )
 def test_classify_failure(status: int | None, message: str, flags: dict[str, bool], reason: str) -> None:

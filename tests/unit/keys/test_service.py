@@ -9,7 +9,15 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import Engine
 
-from adaptive_plugin.errors import AuthenticationError, KeysError, NotFoundError, PlanError, VaultError
+from adaptive_plugin.errors import (
+    AuthenticationError,
+    KeyFormatError,
+    KeysError,
+    NotFoundError,
+    PlanError,
+    UnknownProviderError,
+    VaultError,
+)
 from adaptive_plugin.keys import (
     KeyService,
     ProjectCreate,
@@ -272,7 +280,7 @@ def test_check_vault_on_empty_database(svc: KeyService) -> None:
 @pytest.mark.parametrize(
     "kw, match",
     [
-        ({"provider": "Open AI!"}, "provider must be a LiteLLM provider name"),
+        ({"provider": "Open AI!"}, "provider must be one of openai, anthropic, gemini, groq, deepseek"),
         ({"api_key": "sk-with space-xxxx"}, "must not contain whitespace"),
         ({"api_key": "short"}, "at least 8"),
         ({"spend_cap_usd": Decimal("5")}, "spend_cap_usd and spend_cap_period go together"),
@@ -285,3 +293,56 @@ def test_provider_key_input_is_validated(kw: dict[str, object], match: str) -> N
     spec = {"environment": "dev", "provider": "openai", "api_key": OPENAI_SECRET, **kw}
     with pytest.raises(ValidationError, match=match):
         ProviderKeyCreate(**spec)  # type: ignore[arg-type]
+
+
+# -- providers (the registry) ----------------------------------------------------------------
+
+
+def test_unknown_provider_is_refused_listing_the_supported_names(svc: KeyService) -> None:
+    pid = team(svc)
+    with pytest.raises(UnknownProviderError, match="unknown provider 'opneai'; supported: openai, anthropic, gemini") as err:
+        add_key(svc, pid, provider="opneai")
+    assert err.value.status_code == 400
+    assert svc.list_provider_keys(pid) == []
+
+
+def test_alias_is_stored_under_the_canonical_name(svc: KeyService) -> None:
+    pid = team(svc)
+    add_key(svc, pid, "AIzaSyA-gemini-key-0123456789", provider="Google")
+    [view] = svc.list_provider_keys(pid)
+    assert view.provider == "gemini"
+    [resolved] = svc.active_keys(pid, "production")
+    assert resolved.provider == "gemini" and resolved.secret == "AIzaSyA-gemini-key-0123456789"
+
+
+def test_key_of_another_provider_is_refused(svc: KeyService) -> None:
+    pid = team(svc)
+    with pytest.raises(KeyFormatError, match="looks like a key for Groq .*not for DeepSeek"):
+        add_key(svc, pid, "gsk_this-is-a-groq-key-000", provider="deepseek")
+    assert svc.list_provider_keys(pid) == []
+
+
+def test_rows_stored_under_unknown_names_are_reported_and_aliases_still_serve(svc: KeyService, engine: Engine) -> None:
+    import sqlalchemy as sa
+
+    pid = team(svc)
+    typo = add_key(svc, pid, "sk-typo-key-0000000000")
+    alias = add_key(svc, pid, "AIzaSyA-old-alias-row-000", provider="gemini")
+    # rows an older version stored unchecked: rename them in place, re-encrypting under the stored name
+    for key_id, name, secret in ((typo, "opneai", "sk-typo-key-0000000000"), (alias, "google", "AIzaSyA-old-alias-row-000")):
+        sealed = svc.vault.encrypt(secret, project_id=pid, environment="production", provider=name, key_id=key_id)
+        with engine.begin() as conn:
+            conn.execute(sa.text("UPDATE adaptive_provider_key SET provider = :p, ciphertext = :c, nonce = :n WHERE id = :i"),
+                         {"p": name, "c": sealed.ciphertext, "n": sealed.nonce, "i": key_id})
+    report = {row["provider"]: row for row in svc.unknown_provider_keys()}
+    assert set(report) == {"opneai", "google"}
+    assert "never used" in report["opneai"]["note"] and report["opneai"]["id"] == typo
+    assert "used as 'gemini'" in report["google"]["note"]
+    assert {k.provider for k in svc.active_keys(pid, "production")} == {"opneai", "gemini"}
+
+
+def test_project_view_says_whether_byok_is_on(svc: KeyService) -> None:
+    pid = team(svc)
+    assert svc.get_project(pid).byok == "on"
+    view = svc.update_project(pid, ProjectUpdate(plan="developer"))
+    assert view.byok == "off-by-plan" and view.model_dump()["byok"] == "off-by-plan"
