@@ -15,7 +15,7 @@ from sqlmodel import Field, Session, SQLModel
 
 from adaptive_plugin.errors import DatabaseUnavailableError, SchemaError, StorageError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 2
 _PG_LOCK_ID = 0x4164617074  # "Adapt": advisory lock serialising migrations across replicas
 
 
@@ -148,6 +148,6 @@ def migrate(engine: Engine) -> int:
 # Columns added to existing tables in later versions go here.
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # the request log says when pooled keys served a project whose plan leaves its stored keys unused
-    3: ("ALTER TABLE adaptive_usage ADD COLUMN byok_off_by_plan BOOLEAN NOT NULL DEFAULT FALSE",),
+    2: ("ALTER TABLE adaptive_usage ADD COLUMN byok_off_by_plan BOOLEAN NOT NULL DEFAULT FALSE",),
 }
 
