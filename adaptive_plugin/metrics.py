@@ -3,7 +3,8 @@
 Names follow `adaptive_<capability>_<what>_<unit>`. Labels take small fixed value sets only
 (model group, provider, outcome, reason); never key strings, user or request ids. Project
 labels are off unless the operator sets `ADAPTIVE_METRICS_PROJECT_LABELS=true`, which adds a
-`project` label to the request and fee counters.
+`project` label to the request and fee counters (refused at start-up while /metrics is open).
+LiteLLM's own `litellm_*` series lose their tenant labels in adapters/metrics_guard.py.
 
 The proxy may run several workers: set PROMETHEUS_MULTIPROC_DIR in the launch environment
 (wiped on start). LiteLLM's own `/metrics` (the `prometheus` callback) serves these series,

@@ -16,6 +16,7 @@ import os
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
+from adaptive_plugin.adapters import metrics_guard
 from adaptive_plugin.adapters.state import PREFETCH_KEY
 from adaptive_plugin.errors import AdaptiveError, AuthenticationError
 
@@ -48,6 +49,8 @@ async def user_api_key_auth(request: Request, api_key: str) -> UserAPIKeyAuth:
             message="missing API key: send your project key as 'Authorization: Bearer ak-...'",
             type="auth_error", param="api_key", code=401,
         )
+    if (scraper := metrics_guard.scraper_principal(request, token)) is not None:
+        return scraper
     if is_master_key(token):
         return UserAPIKeyAuth(api_key=token, user_role=LitellmUserRoles.PROXY_ADMIN, user_id=OPERATOR_PROJECT)
     try:

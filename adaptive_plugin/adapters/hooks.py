@@ -28,7 +28,7 @@ from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
 from adaptive_plugin import metrics
-from adaptive_plugin.adapters import accounting
+from adaptive_plugin.adapters import accounting, metrics_guard
 from adaptive_plugin.adapters.cache_backend import AdaptiveCacheBackend, request_params
 from adaptive_plugin.adapters.deployments import DeploymentIndex, provider_of
 from adaptive_plugin.adapters.state import PREFETCH_KEY, STATE_KEY, RequestRegistry, RequestState, request_metadata
@@ -80,6 +80,7 @@ class AdaptiveHooks(CustomLogger):
         drop_idle_cache_callbacks()
         preload_request_imports()
         admin_api.mount(self)
+        metrics_guard.install(self.settings)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
