@@ -40,12 +40,13 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from adaptive_plugin._files import private_dir
     from adaptive_plugin.config import Settings
     from adaptive_plugin.db import make_engine, migrate
     from adaptive_plugin.db._engine import SCHEMA_VERSION, redact_url
 
     settings = Settings.from_env()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.state_dir)
     url = settings.resolved_database_url()
     before = migrate(make_engine(url))
     print(f"database {redact_url(url)}: schema version {before} -> {SCHEMA_VERSION}")

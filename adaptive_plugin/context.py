@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from adaptive_plugin._files import make_dirs, private_dir
 from adaptive_plugin._synced import SyncedCache
 from adaptive_plugin.billing import FeeRates, Ledger
 from adaptive_plugin.config import Settings
@@ -40,7 +41,7 @@ class PluginContext:
 
     @classmethod
     def build(cls, settings: Settings, *, with_embedder: bool = True) -> PluginContext:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.state_dir)
         engine = make_engine(settings.resolved_database_url())
         migrate(engine)
         vault = Vault(settings.master_key_bytes())
@@ -103,7 +104,8 @@ def load_embedder(settings: Settings) -> Embedder:
             log.warning("ADAPTIVE_EMBEDDING_PROCESS applies to the offline model directory only; "
                         "%s embeds in the proxy process", settings.embedding_model_name)
         return Embedder.from_name(
-            settings.embedding_model_name, cache_dir=str(settings.state_dir / "models"), threads=settings.embedding_threads
+            settings.embedding_model_name, cache_dir=str(make_dirs(settings.state_dir / "models")),
+            threads=settings.embedding_threads,
         )
     model_dir = settings.embedding_model_dir or default_model_dir()
     embedder = Embedder.from_directory(model_dir, threads=settings.embedding_threads)

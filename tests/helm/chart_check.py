@@ -277,6 +277,7 @@ def check_common(docs: list[dict]) -> None:
              "the pod template has no checksum/config annotation")
     _require(pod.get("enableServiceLinks") is False, "enableServiceLinks must be false (ADAPTIVE_* service env vars)")
     _require(pod["securityContext"].get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot must be true")
+    _require(pod["securityContext"].get("runAsUser", 0) != 0, "pod securityContext.runAsUser must not be root")
     containers = pod["containers"] + pod.get("initContainers", [])
     allowed = _plugin_settings()
     for c in containers:
@@ -286,6 +287,10 @@ def check_common(docs: list[dict]) -> None:
         _require("ALL" in (sc.get("capabilities") or {}).get("drop", []), f"container {c['name']}: must drop ALL capabilities")
         mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
         _require("/tmp" in mounts, f"container {c['name']}: /tmp must be a writable mount")
+        home = {e["name"]: e.get("value", "") for e in c.get("env", [])}
+        # onnxruntime keeps a device id under $HOME/.cache: on a read-only root it must be /tmp
+        for name in ("HOME", "XDG_CACHE_HOME"):
+            _require(home.get(name, "").startswith("/tmp"), f"container {c['name']}: {name} must be under /tmp")
         if allowed is not None:
             for env in c.get("env", []):
                 name = env["name"]
