@@ -54,10 +54,19 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when everything is usable; 1 naming each provider key row that cannot be decrypted
+    (altered, or under a master key not configured), without its secret."""
     ctx = _context(embedder=not args.skip_model)
-    _print({"settings": ctx.settings.redacted(), "vault_rows_checked": ctx.keys.check_vault(), "ok": True})
-    ctx.close()
-    return 0
+    try:
+        checked, broken = ctx.keys.vault_report()
+        _print({"settings": ctx.settings.redacted(), "vault_rows_checked": checked,
+                "broken_provider_keys": broken, "ok": not broken})
+    finally:
+        ctx.close()
+    for row in broken:
+        print(f"error: provider key {row['id']} (project {row['project_id']}, {row['environment']}, {row['provider']}, "
+              f"fingerprint {row['fingerprint']}) {row['problem']}", file=sys.stderr)
+    return 1 if broken else 0
 
 
 def cmd_generate_master_key(args: argparse.Namespace) -> int:
@@ -120,7 +129,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("check", help="validate settings, database, vault and embedding model as the proxy would")
+    p = sub.add_parser("check", help="validate settings, database, vault and embedding model as the proxy would; "
+                                     "exit 1 naming every provider key row that cannot be decrypted")
     p.add_argument("--skip-model", action="store_true", help="do not load the embedding model")
     p.set_defaults(func=cmd_check)
 

@@ -71,6 +71,12 @@ ROUTING_DECISIONS = Counter(
     "Model selections for auto requests, by chosen model group and task type.",
     ("model_group", "task_type"),
 )
+VAULT_FAILURES = Counter(
+    "adaptive_keys_vault_failures_total",
+    "Provider key rows that did not decrypt, by reason (authentication: altered row, marked broken; "
+    "unknown_master_key).",
+    ("reason",),
+)
 KEY_FALLBACKS = Counter(
     "adaptive_key_fallbacks_total",
     "Attempts that failed on a key and moved to the next one, by reason.",

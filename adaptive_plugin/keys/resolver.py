@@ -99,6 +99,8 @@ class KeyResolver:
         return [k for k in self._load_keys(principal.project_id, principal.environment) if k.provider == provider]
 
     def _skip_reason(self, key: ResolvedKey, now: float) -> str | None:
+        if key.unavailable:
+            return "provider key unavailable"
         h = self._health.get(key.id)
         if h is not None:
             if h.invalid:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import secrets
 from decimal import Decimal
 
@@ -19,6 +20,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import select
 
+from adaptive_plugin import metrics
 from adaptive_plugin.db import session_scope
 from adaptive_plugin.db.tables_keys import Project, ProjectApiKey, ProviderKey, utcnow
 from adaptive_plugin.errors import AuthenticationError, KeysError, NotFoundError, PlanError, VaultError
@@ -36,7 +38,10 @@ from adaptive_plugin.keys.models import (
 )
 from adaptive_plugin.keys.vault import Sealed, Vault, fingerprint
 
+log = logging.getLogger("adaptive_plugin")
+
 API_KEY_PREFIX = "ak-"
+BROKEN_REASON = "the encrypted key failed authentication (altered or copied row); delete it and add the key again"
 _ENV_TAG = {"dev": "dev", "staging": "stg", "production": "prd"}
 
 
@@ -274,7 +279,13 @@ class KeyService:
             s.delete(row)  # the row count in keys_version() changes, so other processes resync
 
     def active_keys(self, project_id: str, environment: str) -> list[ResolvedKey]:
-        """Decrypted active keys of a project environment, by provider then priority."""
+        """Decrypted active keys of a project environment, by provider then priority.
+
+        A row that cannot be decrypted does not stop the others: it comes back `unavailable`
+        (no secret), so key choice skips it like an invalid key. A row that fails authentication
+        under a configured master key was altered: it is marked broken for every process (see
+        `vault_failure`); a row under a master key this process lacks is only skipped here.
+        """
         with session_scope(self.engine) as s:
             rows = list(
                 s.exec(
@@ -282,14 +293,21 @@ class KeyService:
                     .where(
                         ProviderKey.project_id == project_id,
                         ProviderKey.environment == environment,
-                        ProviderKey.status == "active",
+                        ProviderKey.status.in_(("active", "broken")),  # type: ignore[attr-defined]
                     )
                     .order_by(ProviderKey.provider, ProviderKey.priority, ProviderKey.created_at)
                 )
             )
         out = []
         for row in rows:
-            secret = self._decrypt(row)
+            secret = ""
+            unavailable = row.status == "broken"
+            if not unavailable:
+                try:
+                    secret = self._decrypt(row)
+                except VaultError:
+                    self.vault_failure(row)
+                    unavailable = True
             cap = Decimal(row.spend_cap_usd) if row.spend_cap_usd else None
             out.append(
                 ResolvedKey(
@@ -301,9 +319,41 @@ class KeyService:
                     spend_cap_micros=int(cap * 1_000_000) if cap is not None else None,
                     spend_cap_period=row.spend_cap_period,
                     rpm_limit=row.rpm_limit,
+                    unavailable=unavailable,
                 )
             )
         return out
+
+    def vault_failure(self, row: ProviderKey) -> str:
+        """Count and log (without secrets) a row that does not decrypt; mark it broken when it
+        failed authentication under a configured master key. Returns the reason."""
+        if row.master_key_id not in self.vault.key_ids:
+            log.error("adaptive: provider key %s (project %s, %s, fingerprint %s) is encrypted under master key id "
+                      "%s, which is not in ADAPTIVE_MASTER_KEYS: skipped by this process", row.id, row.project_id,
+                      row.provider, row.fingerprint, row.master_key_id)
+            metrics.VAULT_FAILURES.labels(reason="unknown_master_key").inc()
+            return "unknown_master_key"
+        self._log_broken(row, marked=self._mark_broken(row))
+        return "authentication"
+
+    @staticmethod
+    def _log_broken(row: ProviderKey, *, marked: bool) -> None:
+        log.error("adaptive: provider key %s (project %s, %s, %s, fingerprint %s) failed authentication in the "
+                  "vault (the row was altered or copied): %s; delete it and add the key again", row.id,
+                  row.project_id, row.environment, row.provider, row.fingerprint,
+                  "marked broken" if marked else "already marked broken")
+        metrics.VAULT_FAILURES.labels(reason="authentication").inc()
+
+    def _mark_broken(self, row: ProviderKey) -> bool:
+        """Broken for every process, unless the row changed since it was read (re-encrypted)."""
+        with session_scope(self.engine) as s:
+            result = s.execute(
+                sa.update(ProviderKey)
+                .where(ProviderKey.id == row.id, ProviderKey.nonce == row.nonce,  # type: ignore[arg-type]
+                       ProviderKey.status.in_(("active", "invalid", "revoked")))  # type: ignore[attr-defined]
+                .values(status="broken", status_reason=BROKEN_REASON, updated_at=utcnow())
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
 
     def keys_version(self) -> tuple[object, int]:
         """A cheap marker that changes whenever any provider key changes (for cross-process sync)."""
@@ -320,36 +370,94 @@ class KeyService:
 
     # -- master keys -----------------------------------------------------------------------
 
-    def check_vault(self) -> int:
-        """Decrypt one row per master key id in use; VaultError names the first that fails."""
+    def check_vault(self, *, sample: int = 20) -> int:
+        """Start-up check: every master key id in use is configured, and under each one some row
+        decrypts. VaultError names the first master key that fails so (a wrong key list);
+        a few damaged rows are not fatal: those in the sample are marked broken. Returns the
+        number of master key ids checked."""
         checked = 0
         with session_scope(self.engine) as s:
             ids = [r[0] for r in s.execute(sa.select(ProviderKey.master_key_id).distinct())]
             for mk in ids:
-                row = s.exec(select(ProviderKey).where(ProviderKey.master_key_id == mk).limit(1)).first()
-                assert row is not None
-                self._decrypt(row)
+                if mk not in self.vault.key_ids:
+                    raise VaultError(
+                        f"provider keys are encrypted under master key id {mk}, which is not in ADAPTIVE_MASTER_KEYS"
+                    )
+                rows = list(s.exec(select(ProviderKey).where(ProviderKey.master_key_id == mk,
+                                                             ProviderKey.status != "broken").limit(sample)))
+                failed = []
+                for row in rows:
+                    try:
+                        self._decrypt(row)
+                        break
+                    except VaultError:
+                        failed.append(row)
+                else:
+                    if rows:
+                        raise VaultError(
+                            f"none of {len(rows)} provider keys under master key id {mk} decrypts: the master key "
+                            "is wrong or the rows were altered"
+                        )
+                for row in failed:
+                    self.vault_failure(row)
                 checked += 1
         return checked
 
+    def vault_report(self, *, batch_size: int = 500) -> tuple[int, list[dict[str, str]]]:
+        """Every provider key row read and decrypted (none changed): how many, and those that do
+        not decrypt or are marked broken, named for the operator (ids, never secrets)."""
+        checked, bad = 0, []
+        after = ""
+        while True:
+            with session_scope(self.engine) as s:
+                rows = list(s.exec(select(ProviderKey).where(ProviderKey.id > after)
+                                   .order_by(ProviderKey.id).limit(batch_size)))
+            if not rows:
+                return checked, bad
+            for row in rows:
+                checked += 1
+                problem = None
+                if row.status == "broken":
+                    problem = row.status_reason or BROKEN_REASON
+                elif row.master_key_id not in self.vault.key_ids:
+                    problem = f"encrypted under master key id {row.master_key_id}, not in ADAPTIVE_MASTER_KEYS"
+                else:
+                    try:
+                        self._decrypt(row)
+                    except VaultError:
+                        problem = "fails authentication: the row was altered or copied from another project"
+                if problem is not None:
+                    bad.append({"id": row.id, "project_id": row.project_id, "environment": row.environment,
+                                "provider": row.provider, "fingerprint": row.fingerprint, "status": row.status,
+                                "problem": problem})
+            after = rows[-1].id
+
     def rotate_encryption(self, *, batch_size: int = 200) -> int:
-        """Re-encrypt every row not under the newest master key; returns the number re-encrypted."""
+        """Re-encrypt every row not under the newest master key; returns the number re-encrypted.
+        Broken rows stay as they are (marked broken when found); a row under a master key that is
+        not configured stops the rotation with VaultError naming it."""
         done = 0
         while True:
             with session_scope(self.engine) as s:
-                rows = list(
-                    s.exec(select(ProviderKey).where(ProviderKey.master_key_id != self.vault.current_id).limit(batch_size))
-                )
+                rows = list(s.exec(select(ProviderKey).where(ProviderKey.master_key_id != self.vault.current_id,
+                                                             ProviderKey.status != "broken").limit(batch_size)))
                 if not rows:
                     return done
                 for row in rows:
-                    sealed = self.vault.encrypt(
-                        self._decrypt(row), project_id=row.project_id, environment=row.environment,
-                        provider=row.provider, key_id=row.id,
-                    )
+                    try:
+                        secret = self._decrypt(row)
+                    except VaultError:
+                        if row.master_key_id not in self.vault.key_ids:
+                            raise
+                        row.status, row.status_reason, row.updated_at = "broken", BROKEN_REASON, utcnow()
+                        s.add(row)
+                        self._log_broken(row, marked=True)
+                        continue
+                    sealed = self.vault.encrypt(secret, project_id=row.project_id, environment=row.environment,
+                                                provider=row.provider, key_id=row.id)
                     row.ciphertext, row.nonce, row.master_key_id = sealed.ciphertext, sealed.nonce, sealed.master_key_id
                     s.add(row)
-                done += len(rows)
+                    done += 1
 
 
 __all__ = ["API_KEY_PREFIX", "KeyService", "VaultError", "hash_api_key"]

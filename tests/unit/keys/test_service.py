@@ -217,8 +217,9 @@ def test_row_copied_to_another_project_fails_to_decrypt(svc: KeyService, engine:
         assert row is not None
         s.add(ProviderKey(**{**row.model_dump(), "id": "pk_stolen", "project_id": b}))
         s.commit()
-    with pytest.raises(VaultError, match="pk_stolen failed authentication"):
-        svc.active_keys(b, "production")
+    [stolen] = svc.active_keys(b, "production")  # the associated data binds it to project a
+    assert stolen.unavailable and stolen.secret == ""
+    assert {v.id: v.status for v in svc.list_provider_keys(b)} == {"pk_stolen": "broken"}
     assert [k.secret for k in svc.active_keys(a, "production")] == [OPENAI_SECRET]
 
 
@@ -240,9 +241,10 @@ def test_rotation_to_a_new_master_key(engine: Engine) -> None:
     assert both.check_vault() == 2
     assert len(both.active_keys(pid, "production")) == 8
 
-    # removing K1 before rotating breaks the old rows, naming the missing key id
+    # removing K1 before rotating: start-up names the missing key id; the old rows are unusable
     with pytest.raises(VaultError, match=master_key_id(K1)):
-        KeyService(engine, Vault([K2])).active_keys(pid, "production")
+        KeyService(engine, Vault([K2])).check_vault()
+    assert sum(not k.unavailable for k in KeyService(engine, Vault([K2])).active_keys(pid, "production")) == 1
 
     assert both.rotate_encryption(batch_size=3) == 7
     assert {v.master_key_id for v in both.list_provider_keys(pid)} == {master_key_id(K2)}
