@@ -86,6 +86,11 @@ class Settings(BaseSettings):
     metrics_token: SecretStr | None = Field(
         None, description="Bearer token that may read /metrics and nothing else (when /metrics requires authentication)."
     )
+    open_routes: str = Field(
+        "",
+        description="Comma-separated templates of LiteLLM routes that authenticate nobody to leave open to anyone "
+        "(default: only the health probes, /metrics and the API docs).",
+    )
     sync_interval_seconds: float = Field(1.0, gt=0, description="How often shared state (cache entries, key revocations) is re-read from the database.")
 
     @classmethod
@@ -154,6 +159,10 @@ class Settings(BaseSettings):
         if self.database_url is not None:
             return self.database_url.get_secret_value()
         return f"sqlite:///{(self.state_dir / 'adaptive.db').resolve()}"
+
+    def opened_routes(self) -> frozenset[str]:
+        """The route templates of `open_routes`."""
+        return frozenset(r.strip() for r in self.open_routes.split(",") if r.strip())
 
     def master_key_bytes(self) -> list[bytes]:
         """The vault keys, newest (encrypting) first. ConfigError if none are configured."""

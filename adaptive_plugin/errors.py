@@ -17,7 +17,11 @@
     │   └── NoCandidateError         no routable model can serve the request
     ├── CacheError
     │   └── CacheIndexError          index file corrupt or inconsistent with the store
-    └── BillingError                 ledger cannot be written or read
+    ├── BillingError                 ledger cannot be written or read
+    └── BoundaryError                a request outside what a project key may do
+        ├── RouteNotAllowedError     route closed to project keys (operator only) (403)
+        ├── ForbiddenParameterError  body field that changes where or as whom a call goes (400)
+        └── InvalidRequestError      malformed body or a parameter of the wrong type or range (400)
 
 Leaf errors carry an HTTP `status_code` and a stable machine-readable `code`. Only
 `adaptive_plugin.adapters` turns them into LiteLLM or HTTP responses.
@@ -29,17 +33,21 @@ __all__ = [
     "AdaptiveError",
     "AuthenticationError",
     "BillingError",
+    "BoundaryError",
     "CacheError",
     "CacheIndexError",
     "ConfigError",
     "DatabaseUnavailableError",
     "EmbeddingModelError",
+    "ForbiddenParameterError",
+    "InvalidRequestError",
     "KeysError",
     "ModelNotAllowedError",
     "NoCandidateError",
     "NoKeyAvailableError",
     "NotFoundError",
     "PlanError",
+    "RouteNotAllowedError",
     "RoutingError",
     "SchemaError",
     "StorageError",
@@ -144,3 +152,29 @@ class CacheIndexError(CacheError):
 class BillingError(AdaptiveError):
     status_code = 500
     code = "billing_error"
+
+
+class BoundaryError(AdaptiveError):
+    """A request outside what a project key may do; `param` names the field when there is one."""
+
+    status_code = 400
+    code = "boundary_error"
+
+    def __init__(self, message: str, *, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+class RouteNotAllowedError(BoundaryError):
+    status_code = 403
+    code = "route_not_allowed"
+
+
+class ForbiddenParameterError(BoundaryError):
+    status_code = 400
+    code = "forbidden_parameter"
+
+
+class InvalidRequestError(BoundaryError):
+    status_code = 400
+    code = "invalid_parameter"

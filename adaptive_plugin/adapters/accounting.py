@@ -6,12 +6,22 @@ import json
 import time
 from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
 from adaptive_plugin import metrics
 from adaptive_plugin.adapters.state import RequestState
 from adaptive_plugin.billing import Fee, FeeRates, Usage, compute_fee, micros_to_usd, usage_from_response, usd_to_micros
 
 CACHE_HITS = ("hit-exact", "hit-semantic")
+# printable ASCII but "%": kept as it is in a header value; anything else is percent-encoded
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_value(value: str) -> str:
+    """A header value that cannot split a response or carry bytes a client misreads."""
+    if value.isascii() and value.isprintable() and "%" not in value:
+        return value
+    return quote(value, safe=_HEADER_SAFE)
 
 
 def key_source(state: RequestState) -> str:
@@ -58,7 +68,7 @@ def headers_for(state: RequestState, *, model: str | None, fee: Fee | None) -> d
     if fee is not None:
         out["x-adaptive-overhead-fee-usd"] = str(micros_to_usd(fee.overhead_micros))
         out["x-adaptive-model-cost-usd"] = str(micros_to_usd(fee.model_cost_micros))
-    return out
+    return {name: header_value(str(value)) for name, value in out.items()}
 
 
 def ledger_row(

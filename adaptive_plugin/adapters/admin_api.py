@@ -1,7 +1,8 @@
 """The `/adaptive/*` admin API, mounted on the proxy's FastAPI app.
 
 Every route but `/adaptive/select-model` needs the LiteLLM master key; `select-model` also
-accepts a project key and answers for that project. Input is validated by pydantic (422 names
+accepts a project key and answers for that project. `/adaptive/routes` shows the operator
+what a project key can reach on the running proxy. Input is validated by pydantic (422 names
 the field); our errors become JSON `{"detail": {"message", "code"}}` with their status code.
 Provider keys are never returned: views carry a fingerprint and the last four characters.
 """
@@ -10,11 +11,15 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, HTTPException, Query, Request
 
-from adaptive_plugin.adapters.auth import is_master_key
+from adaptive_plugin.adapters import routing
+from adaptive_plugin.adapters.auth import AuthGate, is_master_key
+from adaptive_plugin.adapters.guard import route_table
+from adaptive_plugin.adapters.runtime import OPERATOR, Runtime
+from adaptive_plugin.boundary import is_public, project_may_call
 from adaptive_plugin.errors import AdaptiveError, AuthenticationError
 from adaptive_plugin.keys import (
     ApiKeyCreated,
@@ -26,9 +31,6 @@ from adaptive_plugin.keys import (
     ProviderKeyCreate,
     ProviderKeyView,
 )
-
-if TYPE_CHECKING:
-    from adaptive_plugin.adapters.hooks import AdaptiveHooks
 
 T = TypeVar("T")
 PREFIX = "/adaptive"
@@ -47,8 +49,8 @@ def as_http(exc: AdaptiveError) -> HTTPException:
     return HTTPException(status_code=exc.status_code, detail={"message": exc.message, "code": exc.code})
 
 
-def build_router(hooks: AdaptiveHooks) -> APIRouter:
-    ctx = hooks.ctx
+def build_router(runtime: Runtime, gate: AuthGate, *, opened_routes: frozenset[str] = frozenset()) -> APIRouter:
+    ctx = runtime.ctx
     router = APIRouter(prefix=PREFIX, tags=["adaptive"])
 
     async def master_only(authorization: str | None = Header(default=None)) -> None:
@@ -152,19 +154,32 @@ def build_router(hooks: AdaptiveHooks) -> APIRouter:
             row["ts"] = row["ts"].isoformat() if hasattr(row.get("ts"), "isoformat") else row.get("ts")
         return rows
 
+    @router.get("/routes", dependencies=admin, summary="Every route of the running proxy and who may call it")
+    async def routes() -> list[dict[str, Any]]:
+        from litellm.proxy.proxy_server import app
+
+        out = []
+        for info in route_table(app):
+            if info.own:
+                access = "own"  # the plugin's routes: their own authentication
+            elif info.authenticates:
+                access = ("project" if any(project_may_call(m, info.template) for m in info.methods)
+                          else "operator")
+            else:
+                access = "public" if is_public(info.template, opened_routes) else "operator"
+            out.append({"path": info.template, "methods": list(info.methods), "kind": info.kind,
+                        "authenticates": info.authenticates, "access": access})
+        return out
+
     @router.post("/select-model", summary="The routing decision for a chat request, without calling a provider")
     async def select_model(request: Request, authorization: str | None = Header(default=None)) -> dict[str, Any]:
-        from adaptive_plugin.adapters import routing
-
         principal: Principal
         try:
             token = _bearer(authorization)
             if is_master_key(token):
-                from adaptive_plugin.adapters.hooks import OPERATOR
-
                 principal = OPERATOR
             else:
-                principal = await hooks.authenticate(token)
+                principal = await gate.authenticate(token)
         except AdaptiveError as exc:
             raise as_http(exc) from exc
         try:
@@ -175,20 +190,20 @@ def build_router(hooks: AdaptiveHooks) -> APIRouter:
             raise HTTPException(status_code=400, detail={"message": "body must be a JSON object", "code": "invalid_body"})
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
-            return await routing.explain(hooks, principal, body, headers)
+            return await routing.explain(runtime, principal, body, headers)
         except AdaptiveError as exc:
             raise as_http(exc) from exc
 
     return router
 
 
-def mount(hooks: AdaptiveHooks) -> None:
-    """Add the admin router and our error handler to the proxy app, ahead of any catch-all route."""
+def mount(runtime: Runtime, gate: AuthGate, *, opened_routes: frozenset[str] = frozenset()) -> None:
+    """Add the admin router to the proxy app, ahead of any catch-all route."""
     from litellm.proxy.proxy_server import app
 
     if any(getattr(r, "path", "").startswith(PREFIX + "/") for r in app.router.routes):
         raise RuntimeError("adaptive admin routes are already mounted: the plugin is registered twice")
-    router = build_router(hooks)
+    router = build_router(runtime, gate, opened_routes=opened_routes)
     before = len(app.router.routes)
     app.include_router(router)
     added = app.router.routes[before:]

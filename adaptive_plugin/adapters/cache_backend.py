@@ -20,18 +20,17 @@ import logging
 import secrets
 import time
 from collections import OrderedDict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from litellm.caching.base_cache import BaseCache
 
 from adaptive_plugin import metrics
+from adaptive_plugin.adapters.runtime import Runtime
 from adaptive_plugin.adapters.state import RequestState, request_metadata
 from adaptive_plugin.embedding import embedding_text, query_text
 from adaptive_plugin.errors import AdaptiveError
 from adaptive_plugin.keys import Principal
 
-if TYPE_CHECKING:
-    from adaptive_plugin.adapters.hooks import AdaptiveHooks
 
 log = logging.getLogger("adaptive_plugin")
 
@@ -130,13 +129,13 @@ class Prefetches:
 
 
 class AdaptiveCacheBackend(BaseCache):
-    def __init__(self, hooks: AdaptiveHooks) -> None:
+    def __init__(self, runtime: Runtime) -> None:
         super().__init__()
-        self.hooks = hooks
+        self.runtime = runtime
         self.prefetches = Prefetches()
 
     def _state(self, kwargs: dict[str, Any]) -> RequestState | None:
-        return self.hooks.registry.get(request_metadata(kwargs))
+        return self.runtime.registry.get(request_metadata(kwargs))
 
     # -- lookup --------------------------------------------------------------------------
 
@@ -161,7 +160,7 @@ class AdaptiveCacheBackend(BaseCache):
         project, no `no-cache`, not bypassed, no exact hit, something cached in the partition).
         Returns the token that the pre-call hook claims the embedding with (`adopt`).
         """
-        embedder, cache, settings = self.hooks.ctx.embedder, self.hooks.ctx.cache, self.hooks.settings
+        embedder, cache, settings = self.runtime.ctx.embedder, self.runtime.ctx.cache, self.runtime.settings
         messages, model = body.get("messages"), body.get("model")
         if embedder is None or not isinstance(messages, list) or not messages or not isinstance(model, str):
             return None
@@ -190,17 +189,17 @@ class AdaptiveCacheBackend(BaseCache):
         while LiteLLM prepares the call, instead of after it. Exact hits and empty partitions
         embed nothing.
         """
-        cache = self.hooks.ctx.cache
+        cache = self.runtime.ctx.cache
         messages = request_messages(state, data)
-        if cache is None or self.hooks.ctx.embedder is None or not isinstance(messages, list):
+        if cache is None or self.runtime.ctx.embedder is None or not isinstance(messages, list):
             return
         if state.embedding is not None or state.embedding_future is not None:
             return
         if cache.needs_embedding(state.principal.scope, messages, cache_params(state, data)):
-            state.embedding_future = embed_soon(self.hooks.ctx.embedder, embedding_text(query_text(messages)))
+            state.embedding_future = embed_soon(self.runtime.ctx.embedder, embedding_text(query_text(messages)))
 
     def _lookup(self, state: RequestState, kwargs: dict[str, Any]) -> Any:
-        cache = self.hooks.ctx.cache
+        cache = self.runtime.ctx.cache
         messages = request_messages(state, kwargs)
         if cache is None or not isinstance(messages, list):
             return None
@@ -231,15 +230,15 @@ class AdaptiveCacheBackend(BaseCache):
 
     async def store_answer(self, state: RequestState, response: Any) -> None:
         """Queue a successful answer for the cache (called by the success hook; never raises)."""
-        cache = self.hooks.ctx.cache
+        cache = self.runtime.ctx.cache
         if cache is None or state.cache_request is None or state.no_store or state.cache_outcome in CACHE_HITS:
             return
         try:
             body = response.model_dump(mode="json") if hasattr(response, "model_dump") else dict(response)
             args = (state.principal.scope, state.cache_request[0], body, cache_params(state, {}))
-            if await request_embedding(state) is None and cache.storable(*args) and self.hooks.ctx.embedder is not None:
+            if await request_embedding(state) is None and cache.storable(*args) and self.runtime.ctx.embedder is not None:
                 # no lookup embedded it (no-cache, or nothing cached in the partition yet)
-                state.embedding = await embed_soon(self.hooks.ctx.embedder, embedding_text(query_text(args[1])))
+                state.embedding = await embed_soon(self.runtime.ctx.embedder, embedding_text(query_text(args[1])))
             cache.store(*args, embedding=state.embedding, wait=False)  # queued: no database wait
         except (AdaptiveError, OSError, ValueError, TypeError) as exc:
             log.error("adaptive: cache store failed (the response was delivered): %s", exc)
@@ -252,4 +251,4 @@ class AdaptiveCacheBackend(BaseCache):
 
     async def disconnect(self) -> None:
         """LiteLLM's shutdown calls this: write queued ledger rows and the cache index."""
-        await asyncio.to_thread(self.hooks.ctx.close)
+        await asyncio.to_thread(self.runtime.ctx.close)

@@ -1,13 +1,16 @@
-"""The CustomLogger the proxy loads from `litellm_settings.callbacks: [adaptive_plugin.adapters.hooks.hooks]`.
+"""The facade: the CustomLogger the proxy loads from
+`litellm_settings.callbacks: [adaptive_plugin.adapters.hooks.hooks]`.
 
 `hooks` is built on first access (PEP 562), so importing this module has no side effects;
 building it reads the settings, opens the database, checks the vault, loads the embedding
 model and the cache index, and fails the proxy's start-up with a message naming the problem.
+Only this module imports the per-concern adapter modules; they share a `runtime.Runtime`.
 
 Each hook translates LiteLLM's arguments, calls one capability, and translates back:
 
 - `async_pre_call_hook` (fails closed): who is calling, cache-control, model selection for
   `auto`, the project's allow-list. Bad input gets a 4xx naming the field.
+- `async_filter_listed_models` (fails closed): `/v1/models` shows a project what it may use.
 - `async_pre_call_deployment_hook` (fails closed): the key for this attempt's provider.
 - `async_post_call_failure_deployment_hook` (fails open): key health and fallback reasons.
 - `async_post_call_response_headers_hook` (fails open): the x-adaptive-* headers.
@@ -28,25 +31,24 @@ from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
 from adaptive_plugin import metrics
-from adaptive_plugin.adapters import accounting, metrics_guard
+from adaptive_plugin.adapters import accounting, admin_api, auth, metrics_guard, routing
 from adaptive_plugin.adapters.cache_backend import AdaptiveCacheBackend, request_params
-from adaptive_plugin.adapters.deployments import DeploymentIndex, provider_of
-from adaptive_plugin.adapters.state import PREFETCH_KEY, STATE_KEY, RequestRegistry, RequestState, request_metadata
+from adaptive_plugin.adapters.deployments import provider_of
+from adaptive_plugin.adapters.failures import drop_retry_after, failure_reason, retry_after
+from adaptive_plugin.adapters.guard import forbidden_body_fields, install_guard
+from adaptive_plugin.adapters.runtime import OPERATOR, Runtime
+from adaptive_plugin.adapters.state import PREFETCH_KEY, STATE_KEY, RequestState, request_metadata
 from adaptive_plugin.billing import Usage
+from adaptive_plugin.boundary import check_model_name
 from adaptive_plugin.config import Settings
 from adaptive_plugin.context import PluginContext
-from adaptive_plugin.errors import AdaptiveError, ModelNotAllowedError, RoutingError
-from adaptive_plugin.keys import Principal, classify_failure
+from adaptive_plugin.errors import AdaptiveError, AuthenticationError, ModelNotAllowedError, RoutingError
+from adaptive_plugin.keys import KEY_FAILURES, Principal
 
 log = logging.getLogger("adaptive_plugin")
 
 CHAT_CALL_TYPES = frozenset({"completion", "acompletion"})
-OPERATOR = Principal(
-    project_id="operator", project_name="operator", environment="production", plan="enterprise", fallback="pooled",
-    allowed_models=None, cache_enabled=True, default_cost_bias=None, api_key_id="master",
-)
 _REQUEST_FIELDS = ("cost_bias",)  # body fields that are ours: removed before the provider sees the request
-_FAILURE_HINT_STATUS = {"rate_limited": 429, "quota": 429, "invalid": 401}
 
 
 def http_error(exc: AdaptiveError) -> HTTPException:
@@ -54,32 +56,43 @@ def http_error(exc: AdaptiveError) -> HTTPException:
 
 
 class AdaptiveHooks(CustomLogger):
-    """All LiteLLM hooks of the plugin, over one PluginContext."""
+    """The facade: every LiteLLM hook of the plugin, over one Runtime.
+
+    It builds the per-concern parts (auth gate, cache backend, router strategy, admin routes,
+    route guard), hands each the runtime, and delegates; none of them imports this module.
+    """
 
     def __init__(self, context: PluginContext) -> None:
         super().__init__()
         self.ctx = context
         self.settings: Settings = context.settings
-        self.registry = RequestRegistry()
-        self.index = DeploymentIndex()
-        self.strategy: Any = None
-        self._principals_by_key_id: dict[str, Principal] = {}
-        self._router: Any = None
-        self.cache_backend: AdaptiveCacheBackend | None = None  # set by install()
+        self.runtime = Runtime(context)
+        self.registry = self.runtime.registry
+        self.index = self.runtime.index
+        # installed even with the cache off: LiteLLM's shutdown calls the backend's disconnect(),
+        # which writes the queued ledger rows; requests then carry caching=False
+        self.cache_backend = AdaptiveCacheBackend(self.runtime)
+        self.forbidden_fields = forbidden_body_fields()
+        self.gate = auth.AuthGate(self.runtime, self.cache_backend, forbidden_fields=self.forbidden_fields)
+
+    @property
+    def strategy(self) -> Any:
+        return self.runtime.strategy
 
     # -- start-up ------------------------------------------------------------------------
 
     def install(self) -> None:
-        """Register the cache backend and admin routes; the router strategy follows the router."""
-        from adaptive_plugin.adapters import admin_api
+        """Register the cache backend, admin routes, route guard and custom auth; the router
+        strategy follows the router."""
+        from litellm.proxy import proxy_server
 
-        # installed even with the cache off: LiteLLM's shutdown calls the backend's disconnect(),
-        # which writes the queued ledger rows; requests then carry caching=False
-        self.cache_backend = AdaptiveCacheBackend(self)
         litellm.cache = litellm.Cache(type="local", _backend=self.cache_backend)
         drop_idle_cache_callbacks()
         preload_request_imports()
-        admin_api.mount(self)
+        opened = self.settings.opened_routes()
+        admin_api.mount(self.runtime, self.gate, opened_routes=opened)
+        install_guard(proxy_server.app, master_key=auth.master_key, forbidden=self.forbidden_fields, opened=opened)
+        auth.publish(self.gate)
         metrics_guard.install(self.settings)
         try:
             loop = asyncio.get_running_loop()
@@ -99,57 +112,31 @@ class AdaptiveHooks(CustomLogger):
 
     def ensure_strategy(self) -> bool:
         """Install the strategy on the proxy's current router (it may be rebuilt); cheap when done."""
-        from litellm.proxy import proxy_server
-
-        router = proxy_server.llm_router
-        if router is None:
-            return False
-        if router is not self._router:
-            from adaptive_plugin.adapters.strategy import AdaptiveRoutingStrategy
-
-            self.index.refresh(router.model_list)
-            self.strategy = AdaptiveRoutingStrategy(
-                router, registry=self.registry, resolver=self.ctx.resolver, index=self.index,
-                pooled_cooldown=self.settings.key_cooldown_seconds,
-            )
-            router.set_custom_routing_strategy(self.strategy)
-            if self.ctx.cache is not None:
-                router.cache_responses = True
-            self._router = router
-        return True
-
-    # -- auth ------------------------------------------------------------------------------
-
-    async def authenticate(self, token: str) -> Principal:
-        principal = self.ctx.principals.peek(token)
-        if principal is None:
-            principal = await asyncio.to_thread(self.ctx.principals.get, token)
-        self._principals_by_key_id[principal.api_key_id] = principal
-        return principal
-
-    async def prefetch_embedding(self, request: Any, principal: Principal) -> str | None:
-        """Fails open: start a chat request's embedding during authentication (see
-        `AdaptiveCacheBackend.prefetch`); returns the token its pre-call hook claims it with."""
-        if self.cache_backend is None or not str(request.url.path).endswith("/chat/completions"):
-            return None
-        try:
-            from litellm.proxy.common_utils.http_parsing_utils import read_request_body
-
-            body = await read_request_body(request)  # parsed (and kept) by LiteLLM before auth
-            return self.cache_backend.prefetch(principal, body, request.headers.get("cache-control", ""))
-        except Exception as exc:  # noqa: BLE001 - an optimisation: the pre-call hook embeds instead
-            log.debug("adaptive: no early embedding (%s)", type(exc).__name__)  # its text may quote the body
-            return None
+        return self.runtime.ensure_strategy()
 
     def principal_of(self, user_api_key_dict: Any) -> Principal:
-        md = getattr(user_api_key_dict, "metadata", None) or {}
-        key = str(getattr(user_api_key_dict, "api_key", "") or "")
-        if key.startswith("adaptive:"):
-            principal = self._principals_by_key_id.get(key.split(":", 1)[1])
-            if principal is not None and principal.project_id == md.get("adaptive_project_id"):
-                return principal
-            raise HTTPException(status_code=401, detail={"error": "API key is no longer valid", "code": "invalid_api_key"})
-        return OPERATOR
+        try:
+            return self.gate.principal_of(user_api_key_dict)
+        except AuthenticationError as exc:
+            raise HTTPException(status_code=401, detail={"error": exc.message, "code": exc.code}) from exc
+
+    async def async_filter_listed_models(self, user_api_key_dict: Any, model_names: Any) -> Any:
+        """Fails closed: a project lists only the models its allow-list admits and some key of
+        its (own, or pooled if its policy allows) can serve now."""
+        principal = self.principal_of(user_api_key_dict)
+        if principal is OPERATOR:
+            return model_names
+        self.ensure_strategy()
+        groups = self.index.groups()
+        kept = []
+        for name in model_names:
+            if principal.allowed_models is not None and name not in principal.allowed_models:
+                continue
+            infos = groups.get(str(name), [])
+            if any(self.ctx.resolver.can_serve(principal, i.provider, pooled_available=self.runtime.pooled_healthy(i))
+                   for i in infos):
+                kept.append(name)
+        return kept
 
     # -- before routing --------------------------------------------------------------------
 
@@ -165,8 +152,8 @@ class AdaptiveHooks(CustomLogger):
             data["metadata"] = metadata
         metadata[STATE_KEY] = state.rid
         own = {name: data.pop(name) for name in _REQUEST_FIELDS if name in data}
-        state.requested_model = str(data.get("model") or "")
         try:
+            state.requested_model = check_model_name(data.get("model"))
             if str(getattr(call_type, "value", call_type)) in CHAT_CALL_TYPES:
                 token = (getattr(user_api_key_dict, "metadata", None) or {}).get(PREFETCH_KEY)
                 await self._prepare_chat(state, data, own, token)
@@ -181,8 +168,6 @@ class AdaptiveHooks(CustomLogger):
         return data
 
     async def _prepare_chat(self, state: RequestState, data: dict, own: dict[str, Any], prefetch_token: Any) -> None:
-        from adaptive_plugin.adapters import routing
-
         messages = data.get("messages")
         if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
             raise RoutingError("messages must be a non-empty list of message objects")
@@ -191,7 +176,7 @@ class AdaptiveHooks(CustomLogger):
         if self.cache_backend is not None:
             self.cache_backend.adopt(state, prefetch_token, messages)
         if state.requested_model == self.settings.auto_model_name:
-            await routing.route(self, state, data, own, headers)
+            await routing.route(self.runtime, state, data, own, headers)
         else:
             if "cost_bias" in own or routing.COST_BIAS_HEADER in headers:  # validated, though unused
                 routing.parse_cost_bias(own.get("cost_bias", headers.get(routing.COST_BIAS_HEADER)), None)
@@ -242,7 +227,7 @@ class AdaptiveHooks(CustomLogger):
                                "litellm_params": {"model": kwargs.get("model"), "api_key": kwargs.get("api_key"),
                                                   "custom_llm_provider": kwargs.get("custom_llm_provider")}})
         provider = info.provider or provider_of({"model": kwargs.get("model")})
-        pooled = bool(kwargs.get("api_key")) and (self.strategy is None or self.strategy.pooled_healthy(info))
+        pooled = bool(kwargs.get("api_key")) and self.runtime.pooled_healthy(info)
         choice = self.ctx.resolver.choose(state.principal, provider, state.keys, pooled_available=pooled)
         state.provider = provider
         group = (request_metadata(kwargs) or {}).get("model_group")
@@ -267,26 +252,22 @@ class AdaptiveHooks(CustomLogger):
             return
         choice = state.keys.last_choice
         status = getattr(exception, "status_code", None)
-        reason = classify_failure(
-            status if isinstance(status, int) else None, str(exception),
-            timeout=isinstance(exception, litellm.Timeout),
-            connection=isinstance(exception, litellm.APIConnectionError),
-        )
+        reason = failure_reason(exception)
         state.keys.last_error = exception
-        state.keys.last_error_retryable = reason != "other"
-        if choice is None or reason == "other":
-            return
-        retry_after = _retry_after(exception)
+        state.keys.last_error_retryable = reason in KEY_FAILURES
+        if choice is None or reason not in KEY_FAILURES:
+            return  # the request's fault (or LiteLLM's): no key is blamed, no other key repeats it
+        wait = retry_after(exception)
         metrics.KEY_FALLBACKS.labels(provider=choice.provider, key_source=choice.source, reason=reason).inc()
         state.keys.fallbacks.append({"from": choice.fingerprint or f"pooled:{choice.provider}", "reason": reason})
         if choice.key is not None:
-            self.ctx.resolver.report_failure(choice.key, reason, retry_after=retry_after)
+            self.ctx.resolver.report_failure(choice.key, reason, retry_after=wait)
             if reason == "invalid":
                 await asyncio.to_thread(self._mark_invalid, choice.key.id, status)
-            _drop_retry_after(exception)  # the next attempt uses another key: no reason to wait
+            drop_retry_after(exception)  # the next attempt uses another key: no reason to wait
         elif reason in ("rate_limited", "quota", "invalid") and self.strategy is not None:
             model_info = dict(request_data).get("model_info") or {}
-            self.strategy.pooled_failed(str(model_info.get("id", "")), retry_after)
+            self.strategy.pooled_failed(str(model_info.get("id", "")), wait)
 
     def _mark_invalid(self, key_id: str, status: Any) -> None:
         try:
@@ -314,10 +295,31 @@ class AdaptiveHooks(CustomLogger):
         model = hidden.get("litellm_model_name") or getattr(response, "model", None)
         return accounting.headers_for(state, model=model, fee=fee)
 
+    async def async_post_call_success_hook(self, data: dict, user_api_key_dict: Any, response: Any) -> Any:
+        """Fails closed: a call that produced no response is the client's error, not a 200.
+
+        LiteLLM's OpenAI-compatible handler (with `drop_params`) answers a provider's 422 by
+        retrying once without the parameters the provider named, and when that is refused too
+        it returns nothing at all, which the proxy would send as a 200 with the body `null`.
+        """
+        if response is not None:
+            return None
+        state = self.registry.get(request_metadata(data))
+        if state is not None and not state.finished:
+            state.finished = True
+            row = accounting.ledger_row(state, usage=Usage(), fee=accounting.Fee(0, 0), model="", response_cost=None,
+                                        outcome="error", status_code=422, error_code="provider_unprocessable")
+            self.ctx.ledger.record(row)
+            accounting.record_metrics(row, project_labels=self.settings.metrics_project_labels)
+            self._retire(state)
+        raise HTTPException(status_code=422, detail={
+            "error": "the provider refused the request as unprocessable (422), also without the parameters it named",
+            "code": "provider_unprocessable"})
+
     async def async_log_success_event(self, kwargs: dict, response_obj: Any, start_time: Any, end_time: Any) -> None:
         """Fails open: billing problems are logged, never turned into a client error."""
         state = self.registry.get(request_metadata(kwargs))
-        if state is None or state.finished:
+        if state is None or state.finished or response_obj is None:
             return
         state.finished = True
         slo = kwargs.get("standard_logging_object") or {}
@@ -409,31 +411,6 @@ def freeze_startup_heap() -> None:
 def _request_headers(data: dict) -> dict[str, str]:
     raw = (data.get("proxy_server_request") or {}).get("headers") or (data.get("metadata") or {}).get("headers") or {}
     return {str(k).lower(): str(v) for k, v in raw.items()}
-
-
-def _retry_after(exc: Exception) -> float | None:
-    headers = getattr(exc, "litellm_response_headers", None)
-    if headers is None:
-        response = getattr(exc, "response", None)
-        headers = getattr(response, "headers", None)
-    if headers is None:
-        return None
-    value = headers.get("retry-after")
-    try:
-        return float(value) if value is not None else None
-    except ValueError:
-        return None
-
-
-def _drop_retry_after(exc: Exception) -> None:
-    for headers in (getattr(exc, "litellm_response_headers", None), getattr(getattr(exc, "response", None), "headers", None)):
-        if headers is not None:
-            for name in ("retry-after", "retry-after-ms"):
-                try:
-                    if name in headers:
-                        del headers[name]
-                except (TypeError, KeyError):
-                    pass
 
 
 def build() -> AdaptiveHooks:

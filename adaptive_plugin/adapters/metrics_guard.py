@@ -25,6 +25,7 @@ from __future__ import annotations
 import hmac
 import logging
 import sys
+from collections.abc import Callable
 from typing import Any
 
 import litellm
@@ -96,6 +97,8 @@ def check_project_labels(*, project_labels: bool) -> None:
 class _ExactMetricsPath:
     """ASGI endpoint for `/metrics` itself: hands the request to the app LiteLLM mounted there."""
 
+    __name__ = "metrics"  # LiteLLM's GET /routes lists endpoints by name
+
     def __init__(self, app: Any) -> None:
         self._app = app
 
@@ -123,7 +126,7 @@ def is_metrics_path(path: str) -> bool:
     return path == METRICS_PATH or path.startswith(METRICS_PATH + "/")
 
 
-def scraper_principal(request: Any, token: str) -> Any:
+def scraper_principal(request: Any, token: str, settings: Any, *, is_master: Callable[[str], bool]) -> Any:
     """Custom auth for `/metrics` (asked only with `require_auth_for_metrics_endpoint: true`).
 
     The metrics token gets a principal; the master key goes on as usual (None); any other key
@@ -134,13 +137,10 @@ def scraper_principal(request: Any, token: str) -> Any:
 
     if not is_metrics_path(get_request_route(request)):
         return None
-    from adaptive_plugin.adapters.auth import is_master_key
-    from adaptive_plugin.adapters.hooks import hooks
-
-    secret = hooks.settings.metrics_token
+    secret = settings.metrics_token
     if secret is not None and hmac.compare_digest(token.encode(), secret.get_secret_value().encode()):
         return UserAPIKeyAuth(api_key=SCRAPER, user_id=SCRAPER, user_role=LitellmUserRoles.INTERNAL_USER_VIEW_ONLY)
-    if is_master_key(token):
+    if is_master(token):
         return None
     raise ProxyException(
         message="/metrics is readable with the metrics token (ADAPTIVE_METRICS_TOKEN) or the master key only",

@@ -8,21 +8,19 @@ LiteLLM's own retry and fallback machinery.
 from __future__ import annotations
 
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from adaptive_plugin import metrics
-from adaptive_plugin.adapters.deployments import DeploymentInfo
 from adaptive_plugin.adapters.cache_backend import embed_soon, request_embedding
+from adaptive_plugin.adapters.deployments import DeploymentInfo
+from adaptive_plugin.adapters.runtime import Runtime
+from adaptive_plugin.adapters.state import RequestState
 from adaptive_plugin.embedding import embedding_text, query_text
 from adaptive_plugin.errors import RoutingError
 from adaptive_plugin.keys import Principal
 from adaptive_plugin.routing._assess import Assessment, assess
 from adaptive_plugin.routing._request import route_request
 from adaptive_plugin.routing.selection import Candidate, Decision, select
-
-if TYPE_CHECKING:
-    from adaptive_plugin.adapters.hooks import AdaptiveHooks
-    from adaptive_plugin.adapters.state import RequestState
 
 COST_BIAS_HEADER = "x-adaptive-cost-bias"
 
@@ -50,10 +48,10 @@ def _candidate(info: DeploymentInfo) -> Candidate:
     )
 
 
-def _candidates(hooks: AdaptiveHooks, principal: Principal) -> tuple[list[Candidate], frozenset[str]]:
+def _candidates(runtime: Runtime, principal: Principal) -> tuple[list[Candidate], frozenset[str]]:
     """Routable model groups, and the providers this principal can pay for right now."""
-    hooks.ensure_strategy()
-    groups = hooks.index.groups()
+    runtime.ensure_strategy()
+    groups = runtime.index.groups()
     candidates: list[Candidate] = []
     providers: set[str] = set()
     for group, infos in groups.items():
@@ -62,28 +60,28 @@ def _candidates(hooks: AdaptiveHooks, principal: Principal) -> tuple[list[Candid
             continue
         candidates.append(_candidate(routable[0]))
         for info in routable:
-            pooled = info.pooled and (hooks.strategy is None or hooks.strategy.pooled_healthy(info))
-            if hooks.ctx.resolver.can_serve(principal, info.provider, pooled_available=pooled):
+            pooled = runtime.pooled_healthy(info)
+            if runtime.ctx.resolver.can_serve(principal, info.provider, pooled_available=pooled):
                 providers.add(info.provider)
     if not candidates:
         raise RoutingError("no model in the proxy's model_list is marked routable (model_info.adaptive.routable)")
     return candidates, frozenset(providers)
 
 
-async def decide(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any], headers: dict[str, str],
+async def decide(runtime: Runtime, principal: Principal, body: dict[str, Any], headers: dict[str, str],
                  requested_bias: Any = None, state: RequestState | None = None) -> tuple[Decision, Assessment, float]:
     """Score the request once (sharing its embedding through `state`) and rank the candidates.
 
     `requested_bias` is the body's `cost_bias`; the header, the project's default and the
     setting follow in that order.
     """
-    default = principal.default_cost_bias if principal.default_cost_bias is not None else hooks.settings.default_cost_bias
+    default = principal.default_cost_bias if principal.default_cost_bias is not None else runtime.settings.default_cost_bias
     bias = parse_cost_bias(requested_bias if requested_bias is not None else headers.get(COST_BIAS_HEADER), default)
     assert bias is not None
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise RoutingError("messages must be a non-empty list of message objects")
-    embedder = hooks.ctx.embedder if hooks.settings.routing_use_embedding else None
+    embedder = runtime.ctx.embedder if runtime.settings.routing_use_embedding else None
     embedding = await request_embedding(state) if state is not None and embedder is not None else None
     if embedding is None and embedder is not None:
         text = query_text(messages)
@@ -93,15 +91,15 @@ async def decide(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any
             if state is not None:
                 state.embedding = embedding
     assessment = assess(messages, embedding=embedding)
-    candidates, providers = _candidates(hooks, principal)
+    candidates, providers = _candidates(runtime, principal)
     request = route_request(body, cost_bias=bias, allowed_models=principal.allowed_models, usable_providers=providers)
     return select(request, candidates, assessment), assessment, bias
 
 
-async def route(hooks: AdaptiveHooks, state: RequestState, data: dict, own: dict, headers: dict[str, str]) -> None:
+async def route(runtime: Runtime, state: RequestState, data: dict, own: dict, headers: dict[str, str]) -> None:
     """Rewrite an `auto` request to the chosen model group with the rest as fallbacks."""
     started = time.perf_counter()
-    decision, _assessment, _bias = await decide(hooks, state.principal, data, headers, own.get("cost_bias"), state)
+    decision, _assessment, _bias = await decide(runtime, state.principal, data, headers, own.get("cost_bias"), state)
     chosen = decision.chosen.model_group
     rest = [c.model_group for c in decision.ordered[1:]]
     data["model"] = chosen
@@ -116,10 +114,10 @@ async def route(hooks: AdaptiveHooks, state: RequestState, data: dict, own: dict
     metrics.PLUGIN_LATENCY_SECONDS.labels(stage="routing").observe(time.perf_counter() - started)
 
 
-async def explain(hooks: AdaptiveHooks, principal: Principal, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
+async def explain(runtime: Runtime, principal: Principal, body: dict[str, Any], headers: dict[str, str]) -> dict[str, Any]:
     """The decision `route` would make, for `POST /adaptive/select-model`."""
     body = dict(body)
-    decision, assessment, bias = await decide(hooks, principal, body, headers, body.pop("cost_bias", None))
+    decision, assessment, bias = await decide(runtime, principal, body, headers, body.pop("cost_bias", None))
     return {
         "model": decision.chosen.model_group,
         "provider": decision.chosen.provider,

@@ -14,6 +14,10 @@ Each API key maps to a `KeySpec` whose behaviour decides the answer (`ok`, `401`
 `insufficient_quota`, `500`, `slow`, `reset`, `flaky`). Unknown keys and keys used on the other
 provider's path get 401. Answers are deterministic; see `_fake_payloads`.
 
+A request can also be at fault whatever its key: a message containing ``[fake-provider:400]``,
+``[fake-provider:404]`` or ``[fake-provider:422]`` gets that status (after the key's own
+outcome is ``ok``), as a real provider refuses a malformed or unknown-model request.
+
 Every call is logged on arrival as ``{seq, path, provider, model, key_label, behaviour, outcome,
 status, stream, ts}``: `key_label` is the key's label (never the key; None for an unknown key),
 `behaviour` the key's configured behaviour, `outcome` what was done (the flaky draw, or
@@ -298,6 +302,11 @@ class FakeProvider:
         if problem is not None:
             self._update(entry, outcome="bad_request", status=400)
             return web.json_response(bad_request(provider, problem), status=400)
+        fault = _request_fault(payload)
+        if fault is not None:
+            self._update(entry, outcome="bad_request", status=fault)
+            return web.json_response(bad_request(provider, f"the request was refused (fake provider, {fault})"),
+                                     status=fault)
         if self.latency_ms:
             await asyncio.sleep(self.latency_ms / 1000)
         answer = build_answer(payload["model"], payload["messages"], payload.get("system"))
@@ -418,6 +427,23 @@ def _invalid(payload: Any, provider: str) -> str | None:
         return "messages: field required"
     if provider == "anthropic" and not isinstance(payload.get("max_tokens"), int):
         return "max_tokens: field required"
+    return None
+
+
+_FAULT_MARKERS = {f"[fake-provider:{status}]": status for status in (400, 404, 422)}
+
+
+def _request_fault(payload: dict[str, Any]) -> int | None:
+    """The status a request asks for with a `[fake-provider:<status>]` marker in a message."""
+    for message in payload.get("messages") or ():
+        content = message.get("content") if isinstance(message, dict) else None
+        texts = [content] if isinstance(content, str) else [
+            p.get("text") for p in content or () if isinstance(p, dict) and isinstance(p.get("text"), str)
+        ] if isinstance(content, list) else []
+        for text in texts:
+            for marker, status in _FAULT_MARKERS.items():
+                if marker in text:
+                    return status
     return None
 
 

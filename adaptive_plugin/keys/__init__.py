@@ -13,11 +13,12 @@ from adaptive_plugin.keys.models import (
     ProviderKeyView,
     ResolvedKey,
 )
-from adaptive_plugin.keys.resolver import KeyChoice, KeyResolver, RequestKeyState, classify_failure
+from adaptive_plugin.keys.resolver import KEY_FAILURES, KeyChoice, KeyResolver, RequestKeyState, classify_failure
 from adaptive_plugin.keys.service import KeyService, hash_api_key
 from adaptive_plugin.keys.vault import Vault, fingerprint, master_key_id
 
 __all__ = [
+    "KEY_FAILURES",
     "ApiKeyCreated",
     "ApiKeyView",
     "KeyChoice",

@@ -17,29 +17,48 @@ from typing import Literal
 from adaptive_plugin.errors import NoKeyAvailableError
 from adaptive_plugin.keys.models import Principal, ResolvedKey
 
-FailureReason = Literal["invalid", "quota", "rate_limited", "server_error", "timeout", "connection", "other"]
+FailureReason = Literal[
+    "invalid", "quota", "rate_limited", "server_error", "timeout", "connection", "request", "internal",
+]
+# Reasons another key (or the pooled key) may fix; the rest are the request's fault ("request":
+# the provider refused it as malformed, too long or not allowed) or LiteLLM's own ("internal":
+# raised before or after the provider call, not by the network): retrying them elsewhere
+# repeats the failure and blames a healthy key.
+KEY_FAILURES: frozenset[str] = frozenset({"invalid", "quota", "rate_limited", "server_error", "timeout", "connection"})
 
 QUOTA_COOLDOWN_SECONDS = 600.0
+_QUOTA_TEXT = ("insufficient_quota", "exceeded your current quota", "credit balance", "billing_hard_limit")
 
 
-def classify_failure(status_code: int | None, message: str, *, timeout: bool = False, connection: bool = False) -> FailureReason:
-    """Map a provider failure to a key-fallback reason."""
+def classify_failure(
+    status_code: int | None, message: str, *, timeout: bool = False, connection: bool = False, internal: bool = False
+) -> FailureReason:
+    """Map a failed provider attempt to a reason.
+
+    `connection`: the network failed (a connect, reset or protocol error in the exception's
+    chain); `internal`: the error was raised without a provider answer and without a network
+    failure (LiteLLM's own validation or transformation).
+    """
     text = message.lower()
     if timeout:
         return "timeout"
-    if connection or "connection error" in text or "connection reset" in text or "connection aborted" in text:
+    if connection:
         return "connection"
-    if "insufficient_quota" in text or "exceeded your current quota" in text or "credit balance" in text:
-        return "quota"
+    if internal:
+        return "internal"
+    if any(marker in text for marker in _QUOTA_TEXT):
+        return "quota"  # Anthropic reports an exhausted credit balance as a 400
     if status_code in (401, 403):
         return "invalid"
     if status_code == 429:
         return "rate_limited"
+    if status_code == 408:
+        return "timeout"
     if status_code is not None and status_code >= 500:
         return "server_error"
-    if status_code in (408,):
-        return "timeout"
-    return "other"
+    if status_code is not None and 400 <= status_code < 500:
+        return "request"
+    return "internal"
 
 
 @dataclass(frozen=True, slots=True)

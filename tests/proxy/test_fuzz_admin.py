@@ -45,6 +45,7 @@ OPERATIONS = [
     ("GET", "/adaptive/usage"),
     ("GET", "/adaptive/requests"),
     ("POST", "/adaptive/select-model"),
+    ("GET", "/adaptive/routes"),
 ]
 
 

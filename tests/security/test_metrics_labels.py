@@ -86,7 +86,7 @@ def _traffic(gw: Gateway, projects: list[Project], agents: list[str], tag: str) 
             client.chat.completions.create(
                 model="gpt-4o-mini", messages=[{"role": "user", "content": f"{tag} {p.name} {i}"}],
                 user=f"end-user-{secrets.token_hex(4)}", extra_headers={"Cache-Control": "no-store"},
-                extra_body={"metadata": {"tags": [f"tag-{secrets.token_hex(4)}"]}},
+                extra_body={"metadata": {"note": f"tag-{secrets.token_hex(4)}"}},
             )
         # odd agents as raw bytes (unicode, control characters), on the OpenAI route and others
         for agent in ODD_AGENTS:

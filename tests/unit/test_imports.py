@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CAPABILITIES = [
     "adaptive_plugin.config", "adaptive_plugin.errors", "adaptive_plugin.metrics", "adaptive_plugin.db",
     "adaptive_plugin.keys", "adaptive_plugin.billing", "adaptive_plugin.embedding", "adaptive_plugin.cache",
-    "adaptive_plugin._synced",
+    "adaptive_plugin._synced", "adaptive_plugin.boundary",
 ]
 
 

@@ -32,7 +32,7 @@ PINNED = "1.106.12"
 
 # Public methods that are ours, not LiteLLM overrides.
 OWN_METHODS = {
-    AdaptiveHooks: {"install", "ensure_strategy", "authenticate", "prefetch_embedding", "principal_of"},
+    AdaptiveHooks: {"install", "ensure_strategy", "principal_of", "strategy"},
     AdaptiveCacheBackend: {"store_answer", "prefetch", "adopt", "start_embedding"},
     AdaptiveRoutingStrategy: {"pooled_failed", "pooled_healthy"},
 }
@@ -188,3 +188,50 @@ def test_the_plugin_imports_them_at_start_up_and_warns_without_the_sdk(monkeypat
     with caplog.at_level(logging.WARNING, logger="adaptive_plugin"):
         preload_request_imports()
     assert "install opentelemetry-sdk" in caplog.text
+
+
+# -- the tenant boundary's view of LiteLLM -----------------------------------------------------
+
+
+def test_every_litellm_request_parameter_is_forbidden_in_a_chat_body_or_reviewed() -> None:
+    from adaptive_plugin.adapters.guard import forbidden_body_fields, litellm_parameter_names
+    from adaptive_plugin.boundary import ALLOWED_LITELLM_FIELDS, forbidden_by_pattern
+
+    forbidden = forbidden_body_fields()
+    open_names = sorted(n for n in litellm_parameter_names()
+                        if n not in forbidden and not forbidden_by_pattern(n) and n not in ALLOWED_LITELLM_FIELDS)
+    assert open_names == []
+    assert ALLOWED_LITELLM_FIELDS == {"metadata"}  # reviewed: checked field by field in boundary.request
+
+
+def test_openai_model_parameters_stay_open() -> None:
+    from adaptive_plugin.adapters.guard import forbidden_body_fields, model_parameter_names
+    from adaptive_plugin.boundary import forbidden_by_pattern
+
+    forbidden = forbidden_body_fields()
+    closed = sorted(n for n in model_parameter_names() if n in forbidden or forbidden_by_pattern(n))
+    assert closed == []
+    assert {"temperature", "max_tokens", "tools", "response_format", "stream"} <= model_parameter_names()
+
+
+def test_the_route_guard_seam_exists() -> None:
+    """The guard wraps Starlette's Router.middleware_stack and walks FastAPI's route contexts."""
+    from fastapi.routing import iter_route_contexts
+    from starlette.routing import Router
+
+    assert "self.middleware_stack" in inspect.getsource(Router.__call__)
+    assert callable(iter_route_contexts)
+
+
+def test_custom_auth_runs_before_any_route_check_for_a_custom_principal() -> None:
+    """LiteLLM returns the custom-auth principal without its own route checks (the reason the
+    plugin keeps the allow-list itself), unless custom_auth_run_common_checks is set."""
+    from litellm.proxy.auth import user_api_key_auth as module
+
+    source = inspect.getsource(module.user_api_key_auth_builder)
+    assert "user_custom_auth(request=request, api_key=api_key)" in source
+
+
+def test_model_listing_callbacks_can_narrow_the_list() -> None:
+    params = [p.name for p in inspect.signature(CustomLogger.async_filter_listed_models).parameters.values()]
+    assert params == ["self", "user_api_key_dict", "model_names"]

@@ -230,9 +230,14 @@ def test_explain_lists_every_skipped_key() -> None:
         (None, "timed out", {"timeout": True}, "timeout"),
         (500, "read timeout", {"timeout": True}, "timeout"),
         (None, "connection refused", {"connection": True}, "connection"),
-        (400, "invalid request: messages is required", {}, "other"),
-        (404, "model not found", {}, "other"),
-        (None, "something odd", {}, "other"),
+        (400, "invalid request: messages is required", {}, "request"),
+        (404, "model not found", {}, "request"),
+        (422, "unprocessable", {}, "request"),
+        (413, "request too large", {}, "request"),
+        (400, "This model's maximum context length is 8192 tokens", {}, "request"),
+        (429, "Quota exceeded for quota metric 'Generate Content API requests per minute'", {}, "rate_limited"),
+        (500, "litellm could not transform the request", {"internal": True}, "internal"),
+        (None, "something odd", {}, "internal"),
     ],
 )
 def test_classify_failure(status: int | None, message: str, flags: dict[str, bool], reason: str) -> None:
