@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from adaptive_plugin.errors import ConfigError
 
 ENV_PREFIX = "ADAPTIVE_"
-_SECRET_FIELDS = frozenset({"database_url", "master_keys", "metrics_token"})
+_SECRET_FIELDS = frozenset({"database_url", "master_keys", "metrics_token", "redis_url"})
 
 
 class Settings(BaseSettings):
@@ -91,7 +91,12 @@ class Settings(BaseSettings):
         description="Comma-separated templates of LiteLLM routes that authenticate nobody to leave open to anyone "
         "(default: only the health probes, /metrics and the API docs).",
     )
-    sync_interval_seconds: float = Field(1.0, gt=0, description="How often shared state (cache entries, key revocations) is re-read from the database.")
+    sync_interval_seconds: float = Field(
+        1.0, gt=0, description="How often shared state (cache entries; key changes, as a safety net) is re-read from the database."
+    )
+    redis_url: SecretStr | None = Field(
+        None, description="Redis URL (redis://[:password@]host:port/db) for state shared by every worker and replica."
+    )
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def,override]

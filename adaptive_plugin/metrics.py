@@ -77,6 +77,12 @@ VAULT_FAILURES = Counter(
     "unknown_master_key).",
     ("reason",),
 )
+CHANGE_CATCH_UPS = Counter(
+    "adaptive_changes_catch_ups_total",
+    "Times this process applied newer shared changes (revocations, plan changes), by where: "
+    "request (found by a request's check) or background (pushed or polled first).",
+    ("where",),
+)
 KEY_FALLBACKS = Counter(
     "adaptive_key_fallbacks_total",
     "Attempts that failed on a key and moved to the next one, by reason.",

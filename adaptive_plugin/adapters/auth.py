@@ -104,6 +104,7 @@ class AuthGate:
         """The project behind a chat key (AuthenticationError when there is none)."""
         import asyncio
 
+        await self.runtime.ctx.changes.ensure_current()  # a revoked key or changed plan, everywhere at once
         principals = self.runtime.ctx.principals
         principal = principals.peek(token)
         if principal is None:

@@ -228,6 +228,7 @@ class AdaptiveHooks(CustomLogger):
                                                   "custom_llm_provider": kwargs.get("custom_llm_provider")}})
         provider = info.provider or provider_of({"model": kwargs.get("model")})
         pooled = bool(kwargs.get("api_key")) and self.runtime.pooled_healthy(info)
+        await self.ctx.changes.ensure_current()  # no attempt starts with a key revoked before it
         choice = self.ctx.resolver.choose(state.principal, provider, state.keys, pooled_available=pooled)
         state.provider = provider
         group = (request_metadata(kwargs) or {}).get("model_group")

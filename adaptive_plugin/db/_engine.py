@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel
 
 from adaptive_plugin._files import private_sqlite_file
+from adaptive_plugin.db._changes import seed_revision
 from adaptive_plugin.errors import DatabaseUnavailableError, SchemaError, StorageError
 
 SCHEMA_VERSION = 1
@@ -120,6 +121,7 @@ def migrate(engine: Engine) -> int:
             elif engine.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             SQLModel.metadata.create_all(conn)
+            seed_revision(conn)
             row = conn.execute(sa.text("SELECT version FROM adaptive_schema_version WHERE id = 1")).first()
             before = int(row[0]) if row else 0
             if before > SCHEMA_VERSION:

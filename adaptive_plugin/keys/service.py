@@ -9,19 +9,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import secrets
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 
 from adaptive_plugin import metrics
 from adaptive_plugin.db import session_scope
+from adaptive_plugin.db._changes import record_change
 from adaptive_plugin.db.tables_keys import Project, ProjectApiKey, ProviderKey, utcnow
 from adaptive_plugin.errors import AuthenticationError, KeysError, NotFoundError, PlanError, VaultError
 from adaptive_plugin.keys.models import (
@@ -96,12 +99,33 @@ def _provider_key_view(row: ProviderKey) -> ProviderKeyView:
     )
 
 
+class _Change:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.revision: int | None = None
+
+    def record(self, kind: str, project_id: str, key_id: str | None = None) -> None:
+        self.revision = record_change(self.session, kind=kind, project_id=project_id, key_id=key_id)
+
+
 class KeyService:
     """Database operations of the keys capability. Every method is synchronous and short."""
 
     def __init__(self, engine: Engine, vault: Vault) -> None:
         self.engine = engine
         self.vault = vault
+        # called with the new revision after a change has committed (the change feed's Redis)
+        self.on_change: Callable[[int], None] | None = None
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[_Change]:
+        """A transaction whose `record()`ed changes bump the shared revision with it, announced
+        to `on_change` once committed."""
+        with session_scope(self.engine) as s:
+            tx = _Change(s)
+            yield tx
+        if tx.revision is not None and self.on_change is not None:
+            self.on_change(tx.revision)
 
     # -- projects ----------------------------------------------------------------------
 
@@ -139,16 +163,15 @@ class KeyService:
             return _project_view(row)
 
     def update_project(self, project_id: str, spec: ProjectUpdate) -> ProjectView:
-        with session_scope(self.engine) as s:
-            row = self._project(s, project_id)
+        with self._changing() as tx:
+            row = self._project(tx.session, project_id)
             changes = spec.model_dump(exclude_unset=True)
             for name, value in changes.items():
                 if name == "allowed_models":
                     value = json.dumps(value) if value is not None else None
                 setattr(row, name, value)
-            s.add(row)
-            # a plan change affects key resolution: bump the keys' sync marker
-            s.execute(sa.update(ProviderKey).where(ProviderKey.project_id == project_id).values(updated_at=utcnow()))
+            tx.session.add(row)
+            tx.record("project", project_id)  # plan, fallback, models: every process reloads the project
             return _project_view(row)
 
     @staticmethod
@@ -183,13 +206,14 @@ class KeyService:
             return [_api_key_view(r) for r in rows]
 
     def revoke_api_key(self, project_id: str, api_key_id: str) -> ApiKeyView:
-        with session_scope(self.engine) as s:
-            row = s.get(ProjectApiKey, api_key_id)
+        with self._changing() as tx:
+            row = tx.session.get(ProjectApiKey, api_key_id)
             if row is None or row.project_id != project_id:
                 raise NotFoundError(f"API key {api_key_id!r} not found in project {project_id!r}")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
-                s.add(row)
+                tx.session.add(row)
+                tx.record("api_key", project_id, api_key_id)
             return _api_key_view(row)
 
     def authenticate(self, token: str) -> Principal:
@@ -219,7 +243,8 @@ class KeyService:
 
     def add_provider_key(self, project_id: str, spec: ProviderKeyCreate) -> ProviderKeyView:
         key_id = _new_id("pk")
-        with session_scope(self.engine) as s:
+        with self._changing() as tx:
+            s = tx.session
             project = self._project(s, project_id)
             if project.plan not in BYOK_PLANS:
                 raise PlanError(
@@ -245,6 +270,7 @@ class KeyService:
                 rpm_limit=spec.rpm_limit,
             )
             s.add(row)
+            tx.record("provider_key", project_id, key_id)
         return _provider_key_view(row)
 
     def list_provider_keys(self, project_id: str) -> list[ProviderKeyView]:
@@ -260,23 +286,26 @@ class KeyService:
     def set_provider_key_status(
         self, project_id: str | None, key_id: str, status: str, reason: str | None = None
     ) -> ProviderKeyView:
-        """Revoke, reactivate or mark a key invalid. Revoked keys are never used again until reactivated."""
-        with session_scope(self.engine) as s:
-            row = s.get(ProviderKey, key_id)
+        """Revoke, reactivate or mark a key invalid. Once this returns, no worker or replica starts
+        another call with a key revoked or marked invalid here (see adaptive_plugin.changes)."""
+        with self._changing() as tx:
+            row = tx.session.get(ProviderKey, key_id)
             if row is None or (project_id is not None and row.project_id != project_id):
                 raise NotFoundError(f"provider key {key_id!r} not found")
             row.status = status
             row.status_reason = reason
             row.updated_at = utcnow()
-            s.add(row)
+            tx.session.add(row)
+            tx.record("provider_key", row.project_id, key_id)
             return _provider_key_view(row)
 
     def delete_provider_key(self, project_id: str, key_id: str) -> None:
-        with session_scope(self.engine) as s:
-            row = s.get(ProviderKey, key_id)
+        with self._changing() as tx:
+            row = tx.session.get(ProviderKey, key_id)
             if row is None or row.project_id != project_id:
                 raise NotFoundError(f"provider key {key_id!r} not found")
-            s.delete(row)  # the row count in keys_version() changes, so other processes resync
+            tx.session.delete(row)
+            tx.record("provider_key", project_id, key_id)
 
     def active_keys(self, project_id: str, environment: str) -> list[ResolvedKey]:
         """Decrypted active keys of a project environment, by provider then priority.
@@ -346,20 +375,17 @@ class KeyService:
 
     def _mark_broken(self, row: ProviderKey) -> bool:
         """Broken for every process, unless the row changed since it was read (re-encrypted)."""
-        with session_scope(self.engine) as s:
-            result = s.execute(
+        with self._changing() as tx:
+            result = tx.session.execute(
                 sa.update(ProviderKey)
                 .where(ProviderKey.id == row.id, ProviderKey.nonce == row.nonce,  # type: ignore[arg-type]
                        ProviderKey.status.in_(("active", "invalid", "revoked")))  # type: ignore[attr-defined]
                 .values(status="broken", status_reason=BROKEN_REASON, updated_at=utcnow())
             )
-            return bool(result.rowcount)  # type: ignore[attr-defined]
-
-    def keys_version(self) -> tuple[object, int]:
-        """A cheap marker that changes whenever any provider key changes (for cross-process sync)."""
-        with session_scope(self.engine) as s:
-            row = s.execute(sa.select(sa.func.max(ProviderKey.updated_at), sa.func.count(ProviderKey.id))).one()
-            return (row[0], int(row[1]))
+            marked = bool(result.rowcount)  # type: ignore[attr-defined]
+            if marked:
+                tx.record("provider_key", row.project_id, row.id)
+            return marked
 
     def _decrypt(self, row: ProviderKey) -> str:
         """The plaintext of a row; the associated data binds it to the row's own scope and id."""
@@ -438,7 +464,8 @@ class KeyService:
         not configured stops the rotation with VaultError naming it."""
         done = 0
         while True:
-            with session_scope(self.engine) as s:
+            with self._changing() as tx:
+                s = tx.session
                 rows = list(s.exec(select(ProviderKey).where(ProviderKey.master_key_id != self.vault.current_id,
                                                              ProviderKey.status != "broken").limit(batch_size)))
                 if not rows:
@@ -451,6 +478,7 @@ class KeyService:
                             raise
                         row.status, row.status_reason, row.updated_at = "broken", BROKEN_REASON, utcnow()
                         s.add(row)
+                        tx.record("provider_key", row.project_id, row.id)
                         self._log_broken(row, marked=True)
                         continue
                     sealed = self.vault.encrypt(secret, project_id=row.project_id, environment=row.environment,
