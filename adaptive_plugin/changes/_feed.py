@@ -28,6 +28,7 @@ log = logging.getLogger("adaptive_plugin")
 Apply = Callable[[list[ChangeRecord] | None], list[Callable[[], object]]]
 
 SQLITE_POLL_SECONDS = 0.2
+WAKE_SECONDS = 0.25  # how long a listener waits for a message before looking at its stop flag
 
 
 class ChangeFeed:
@@ -50,8 +51,9 @@ class ChangeFeed:
     """
 
     def __init__(self, engine: Engine, apply: Apply, *, redis_url: str | None = None, poll_seconds: float = 1.0,
-                 stale_seconds: float = 1.0) -> None:
+                 stale_seconds: float = 1.0, listen: bool = True) -> None:
         self.engine = engine
+        self.listen = listen
         self._apply = apply
         self.poll_seconds = poll_seconds
         self.stale_seconds = stale_seconds
@@ -76,7 +78,7 @@ class ChangeFeed:
 
     async def ensure_current(self) -> None:
         """Return once every change committed before the call is applied here."""
-        if self._listener is None:
+        if self._listener is None and self.listen:
             self.start()
         try:
             shared = await self._shared_revision()
@@ -164,10 +166,12 @@ class ChangeFeed:
         with psycopg.connect(postgres_conninfo(self.engine), autocommit=True, connect_timeout=5) as conn:
             conn.execute(f'LISTEN "{channel_name(self.cluster)}"')
             self._poll_database()  # anything committed before the LISTEN
+            polled = time.monotonic()
             while not self._stop.is_set():
-                for _ in conn.notifies(timeout=self.poll_seconds, stop_after=1):
-                    break
-                self._poll_database()
+                heard = any(True for _ in conn.notifies(timeout=WAKE_SECONDS, stop_after=1))
+                if heard or time.monotonic() - polled >= self.poll_seconds:
+                    self._poll_database()
+                    polled = time.monotonic()
 
     def _listen_redis(self) -> None:
         assert self.redis is not None
@@ -175,9 +179,12 @@ class ChangeFeed:
         try:
             pubsub.subscribe(self.redis.channel)
             self._poll_database()
+            polled = time.monotonic()
             while not self._stop.is_set():
-                pubsub.get_message(timeout=self.poll_seconds)
-                self._poll_database()
+                heard = pubsub.get_message(timeout=WAKE_SECONDS) is not None
+                if heard or time.monotonic() - polled >= self.poll_seconds:
+                    self._poll_database()
+                    polled = time.monotonic()
         finally:
             pubsub.close()
 
@@ -204,10 +211,17 @@ class ChangeFeed:
             log.error("adaptive: could not announce change revision %d in Redis (%s); other replicas apply it "
                       "within %.1f s from the database", revision, type(exc).__name__, self.poll_seconds)
 
+    async def aclose(self) -> None:
+        """Close the asyncio connections (their event loop is about to end)."""
+        if isinstance(self._db, PostgresRevision):
+            await self._db.aclose()
+        if self.redis is not None:
+            await self.redis.aclose()
+
     def close(self) -> None:
         self._stop.set()
         if self._listener is not None:
-            self._listener.join(timeout=self.poll_seconds + 2)
+            self._listener.join(timeout=WAKE_SECONDS + 5)
         if isinstance(self._db, SqliteRevision):
             self._db.close()
         if self.redis is not None:

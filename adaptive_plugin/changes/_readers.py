@@ -24,13 +24,12 @@ READ_TIMEOUT_SECONDS = 2.0
 # Raise the Redis revision to ARGV[1] unless it is already there or beyond, and tell the
 # subscribers: a late or repeated announcement never moves it back
 _ANNOUNCE = """
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
-local revision = tonumber(ARGV[1])
-if revision > current then
+local held = redis.call('GET', KEYS[1])
+if not held or tonumber(ARGV[1]) > tonumber(held) then
   redis.call('SET', KEYS[1], ARGV[1])
 end
 redis.call('PUBLISH', KEYS[2], ARGV[1])
-return current
+return held
 """
 
 
@@ -117,8 +116,10 @@ class RedisRevision:
         """The revision in Redis; None when Redis has none (a fresh or flushed Redis)."""
         loop = asyncio.get_running_loop()
         if self._async is None or self._loop is not loop:
+            # one connection held (reads are serialised by Coalesced): no pool checkout per read
             self._async = aioredis.Redis.from_url(self._url, socket_timeout=READ_TIMEOUT_SECONDS,
-                                                  socket_connect_timeout=READ_TIMEOUT_SECONDS)
+                                                  socket_connect_timeout=READ_TIMEOUT_SECONDS,
+                                                  single_connection_client=True)
             self._loop = loop
         value = await self._async.get(self.key)
         return int(value) if value is not None else None
@@ -141,40 +142,36 @@ class RedisRevision:
 
 class Coalesced:
     """An async read shared by concurrent callers: each caller gets the result of a read that
-    started after it asked (so it sees every change committed before it asked), and at most one
-    read runs while another waits to start."""
+    started after it asked (so it sees every change committed before it asked): it joins the
+    read about to start, or waits for the next one when one is already under way. At most one
+    read runs at a time."""
 
     def __init__(self, read: Callable[[], Awaitable[Any]]) -> None:
         self._read = read
+        self._pending: asyncio.Future[Any] | None = None  # the next read, not started yet
         self._running = False
-        self._queued: asyncio.Future[Any] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __call__(self) -> Any:
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (tests): nothing of the old one is valid
-            self._loop, self._running, self._queued = loop, False, None
-        if self._queued is not None:
-            future = self._queued
-        elif self._running:
-            future = self._queued = loop.create_future()
-        else:
-            future = loop.create_future()
-            self._running = True
-            loop.create_task(self._run(future))
-        return await asyncio.shield(future)
+            self._loop, self._pending, self._running = loop, None, False
+        if self._pending is None:
+            self._pending = loop.create_future()
+            if not self._running:
+                self._running = True
+                loop.create_task(self._run())
+        return await asyncio.shield(self._pending)
 
-    async def _run(self, future: asyncio.Future[Any]) -> None:
-        while True:
+    async def _run(self) -> None:
+        while self._pending is not None:
+            future, self._pending = self._pending, None  # callers from now on wait for the next read
             try:
                 future.set_result(await asyncio.wait_for(self._read(), READ_TIMEOUT_SECONDS))
             except Exception as exc:  # noqa: BLE001 - handed to every caller of this read
                 future.set_exception(exc)
                 future.add_done_callback(_retrieved)
-            if self._queued is None:
-                self._running = False
-                return
-            future, self._queued = self._queued, None
+        self._running = False
 
 
 def _retrieved(future: asyncio.Future[Any]) -> None:
