@@ -26,6 +26,16 @@ def __getattr__(name: str) -> Any:
     if name in _LAZY:
         import importlib
 
+        if name == "complexity_score":
+            _install_keyword_tier()
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'adaptive_plugin' has no attribute {name!r}")
+
+
+def _install_keyword_tier() -> None:
+    """`complexity_score` combines our model with LiteLLM's keyword tier, as the proxy does;
+    without litellm installed it scores with our model alone."""
+    from adaptive_plugin.adapters.keyword_tier import install
+
+    install()

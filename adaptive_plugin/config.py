@@ -35,7 +35,10 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid", frozen=True, case_sensitive=False)
 
-    state_dir: Path = Field(Path(".adaptive"), description="Writable directory for the SQLite file and FAISS index files.")
+    state_dir: Path = Field(
+        None,  # type: ignore[assignment]  # filled in by _default_state_dir: never None once built
+        description="Writable directory for the SQLite file and FAISS index files (default: $XDG_STATE_HOME/adaptive-plugin).",
+    )
     database_url: SecretStr | None = Field(
         None, description="SQLAlchemy URL of the database; default: SQLite file adaptive.db in state_dir."
     )
@@ -97,12 +100,22 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         None, description="Redis URL (redis://[:password@]host:port/db) for state shared by every worker and replica."
     )
+    ui_enabled: bool = Field(True, description="Serve the project dashboard under /adaptive/ui.")
+    ui_idle_timeout_seconds: int = Field(1800, gt=0, description="A dashboard session ends after this many seconds without a request.")
+    ui_session_max_seconds: int = Field(43200, gt=0, description="A dashboard session ends this many seconds after sign-in, however active.")
 
     @classmethod
     def settings_customise_sources(cls, settings_cls, init_settings, env_settings, dotenv_settings, file_secret_settings):  # type: ignore[no-untyped-def,override]
         # from_env() is the one reader of the environment (it checks names and maps errors);
         # without this, pydantic-settings would also read os.environ behind an explicit mapping.
         return (init_settings,)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_state_dir(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("state_dir") in (None, ""):
+            data = {**data, "state_dir": default_state_dir()}
+        return data
 
     @field_validator("master_keys")
     @classmethod
@@ -145,6 +158,7 @@ class Settings(BaseSettings):
                 raw = next((v for k, v in env.items() if k.upper() == ENV_PREFIX + name.upper()), None)
             if raw is not None:
                 values[name] = raw
+        values.setdefault("state_dir", default_state_dir(env))
         try:
             return cls.model_validate(values)
         except ValidationError as exc:
@@ -190,5 +204,14 @@ class Settings(BaseSettings):
         return out
 
 
+def default_state_dir(environ: Mapping[str, str] | None = None) -> Path:
+    """$XDG_STATE_HOME/adaptive-plugin, else ~/.local/state/adaptive-plugin: the same directory
+    for the proxy and the CLI wherever they are started (not the working directory)."""
+    env = os.environ if environ is None else environ
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME") or Path.home()) / ".local" / "state")
+    return Path(base) / "adaptive-plugin"
+
+
 # ADAPTIVE_* variables that are read elsewhere, not settings of this model.
-_NOT_SETTINGS = frozenset({"ADAPTIVE_CONFIG_CHECKSUM"})
+# ADAPTIVE_GATEWAY_URL and ADAPTIVE_ADMIN_KEY: the `adaptive-plugin self` commands (an HTTP client).
+_NOT_SETTINGS = frozenset({"ADAPTIVE_CONFIG_CHECKSUM", "ADAPTIVE_GATEWAY_URL", "ADAPTIVE_ADMIN_KEY"})

@@ -9,6 +9,7 @@
     ├── KeysError
     │   ├── AuthenticationError      unknown, revoked or malformed project API key (401)
     │   ├── PlanError                plan does not allow the operation (403)
+    │   ├── ForbiddenError           credential may not manage this project or route (403)
     │   ├── ModelNotAllowedError     model outside the project's allow-list (403)
     │   ├── NotFoundError            project, API key or provider key not found (404)
     │   ├── VaultError               master key wrong or missing, ciphertext rejected
@@ -39,6 +40,7 @@ __all__ = [
     "ConfigError",
     "DatabaseUnavailableError",
     "EmbeddingModelError",
+    "ForbiddenError",
     "ForbiddenParameterError",
     "InvalidRequestError",
     "KeysError",
@@ -107,6 +109,11 @@ class AuthenticationError(KeysError):
 class PlanError(KeysError):
     status_code = 403
     code = "plan_not_allowed"
+
+
+class ForbiddenError(KeysError):
+    status_code = 403
+    code = "forbidden"
 
 
 class ModelNotAllowedError(KeysError):

@@ -10,6 +10,9 @@ from contextlib import contextmanager
 import pytest
 from sqlalchemy.engine import Engine
 
+# the real proxy and the fake provider, once per run, for tests/proxy and tests/security alike
+from tests.proxy.fixtures import _close_clients, fake_provider, gateway  # noqa: E402,F401
+
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
 

@@ -19,7 +19,8 @@ from adaptive_plugin.adapters import routing
 from adaptive_plugin.adapters.auth import AuthGate, is_master_key
 from adaptive_plugin.adapters.guard import route_table
 from adaptive_plugin.adapters.runtime import OPERATOR, Runtime
-from adaptive_plugin.boundary import is_public, project_may_call
+from adaptive_plugin.adapters.selfservice_api import require_known_models, routers
+from adaptive_plugin.boundary import check_chat_body, is_public, project_may_call
 from adaptive_plugin.errors import AdaptiveError, AuthenticationError
 from adaptive_plugin.keys import (
     ApiKeyCreated,
@@ -76,6 +77,7 @@ def build_router(runtime: Runtime, gate: AuthGate, *, opened_routes: frozenset[s
 
     @router.post("/projects", dependencies=admin, status_code=201, response_model=ProjectView)
     async def create_project(spec: ProjectCreate) -> ProjectView:
+        require_known_models(runtime, spec.allowed_models)
         return await call(ctx.keys.create_project, spec)
 
     @router.get("/projects", dependencies=admin, response_model=list[ProjectView])
@@ -88,6 +90,7 @@ def build_router(runtime: Runtime, gate: AuthGate, *, opened_routes: frozenset[s
 
     @router.patch("/projects/{project_id}", dependencies=admin, response_model=ProjectView)
     async def update_project(project_id: str, spec: ProjectUpdate) -> ProjectView:
+        require_known_models(runtime, spec.allowed_models)
         return await call(ctx.keys.update_project, project_id, spec)
 
     @router.post("/projects/{project_id}/api-keys", dependencies=admin, status_code=201, response_model=ApiKeyCreated)
@@ -190,6 +193,8 @@ def build_router(runtime: Runtime, gate: AuthGate, *, opened_routes: frozenset[s
             raise HTTPException(status_code=400, detail={"message": "body must be a JSON object", "code": "invalid_body"})
         headers = {k.lower(): v for k, v in request.headers.items()}
         try:
+            # the body of a chat request, held to the same rules (a model name is optional here)
+            check_chat_body({"model": runtime.settings.auto_model_name, **body}, forbidden=gate.forbidden_fields)
             return await routing.explain(runtime, principal, body, headers)
         except AdaptiveError as exc:
             raise as_http(exc) from exc
@@ -203,9 +208,9 @@ def mount(runtime: Runtime, gate: AuthGate, *, opened_routes: frozenset[str] = f
 
     if any(getattr(r, "path", "").startswith(PREFIX + "/") for r in app.router.routes):
         raise RuntimeError("adaptive admin routes are already mounted: the plugin is registered twice")
-    router = build_router(runtime, gate, opened_routes=opened_routes)
     before = len(app.router.routes)
-    app.include_router(router)
+    for router in (build_router(runtime, gate, opened_routes=opened_routes), *routers(runtime)):
+        app.include_router(router)
     added = app.router.routes[before:]
     del app.router.routes[before:]
     app.router.routes[0:0] = added

@@ -73,6 +73,10 @@ _PROJECT_PATTERNS = tuple(
 )
 # where LiteLLM looks for a caller's key (besides the query string's `key`)
 _KEY_HEADERS = ("authorization", "x-api-key", "api-key", "x-goog-api-key", "x-litellm-api-key")
+# request headers with which LiteLLM changes a call: its own `x-litellm-*` (timeouts, retries,
+# tags, spend metadata, callbacks, ...) and credentials forwarded to one provider
+_CONTROL_HEADER_PREFIXES = ("x-litellm-", "typesafe-danger-zone-")
+_OPEN_CONTROL_HEADERS = frozenset({"x-litellm-api-key"})
 PROJECT_KEY_PREFIX = "ak-"
 _FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
 
@@ -228,7 +232,13 @@ class RouteGuard:
                     # the custom auth refuses these too, but only after LiteLLM's own dependencies ran
                     await self._refuse_route(scope, send, _route_path(scope), project=True)
                     return
-                if scope["type"] == "http" and str(scope.get("method", "")).upper() in _BODY_METHODS:
+                try:
+                    _check_headers(scope, headers)
+                except BoundaryError as exc:
+                    await self._refuse(scope, send, exc)
+                    return
+                if (scope["type"] == "http" and str(scope.get("method", "")).upper() in _BODY_METHODS
+                        and not _own_route(scope)):  # the plugin's own routes validate their bodies
                     body, receive = await _buffer_body(receive)
                     try:
                         self.check_body(scope, body, headers)
@@ -269,6 +279,13 @@ class RouteGuard:
         check_chat_body(parsed, forbidden=self.forbidden)
 
     @staticmethod
+    async def _refuse(scope: dict[str, Any], send: Any, exc: BoundaryError) -> None:
+        if scope["type"] == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": exc.code})
+            return
+        await _send_error(send, exc.status_code, exc.code, exc.message, exc.param)
+
+    @staticmethod
     async def _refuse_route(scope: dict[str, Any], send: Any, template: str, *, project: bool = False) -> None:
         if project:
             message = (f"{template} is not open to project keys: they may call the chat completions and model list "
@@ -297,11 +314,42 @@ def _carries_project_key(scope: dict[str, Any], headers: dict[str, str]) -> bool
     return any(v.startswith(PROJECT_KEY_PREFIX) for v in query.get("key", ()))
 
 
+def _check_headers(scope: dict[str, Any], headers: dict[str, str]) -> None:
+    """A caller sends one credential, and none of LiteLLM's per-request control headers.
+
+    A second credential would be forwarded: LiteLLM passes an Anthropic or ChatGPT OAuth token
+    in `Authorization` on to the provider when the key it authenticates came in another header.
+    """
+    for name in headers:
+        if name.startswith(_CONTROL_HEADER_PREFIXES) and name not in _OPEN_CONTROL_HEADERS:
+            raise ForbiddenParameterError(
+                f"the {name} header is not accepted: a request cannot set the timeouts, retries, tags or "
+                "credentials of its call", param=name)
+    presented = set()
+    for name in _KEY_HEADERS:
+        value = headers.get(name, "").strip()
+        if name == "authorization" and value.lower().startswith("bearer "):
+            value = value[7:].strip()
+        if value:
+            presented.add(value)
+    raw = scope.get("query_string", b"")
+    if raw:
+        presented.update(v for v in parse_qs(str(raw, "latin-1")).get("key", ()) if v)
+    if len(presented) > 1:
+        raise ForbiddenParameterError("send one API key: a request carries no second credential for the provider",
+                                      param="authorization")
+
+
+def _own_route(scope: dict[str, Any]) -> bool:
+    path = _route_path(scope)
+    return path == OWN_PREFIX or path.startswith(OWN_PREFIX + "/")
+
+
 def _project_route(scope: dict[str, Any]) -> bool:
     """Whether the request goes to a route a project key may call (or to the plugin's own)."""
-    path = _route_path(scope)
-    if path == OWN_PREFIX or path.startswith(OWN_PREFIX + "/"):
+    if _own_route(scope):
         return True
+    path = _route_path(scope)
     method = str(scope.get("method") or "GET").upper()
     return any(pattern.match(path) and method in methods for pattern, methods in _PROJECT_PATTERNS)
 

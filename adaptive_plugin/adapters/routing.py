@@ -13,6 +13,7 @@ from typing import Any
 from adaptive_plugin import metrics
 from adaptive_plugin.adapters.cache_backend import embed_soon, request_embedding
 from adaptive_plugin.adapters.deployments import DeploymentInfo
+from adaptive_plugin.adapters.keyword_tier import keyword_tier
 from adaptive_plugin.adapters.runtime import Runtime
 from adaptive_plugin.adapters.state import RequestState
 from adaptive_plugin.embedding import embedding_text, query_text
@@ -90,7 +91,7 @@ async def decide(runtime: Runtime, principal: Principal, body: dict[str, Any], h
             embedding = await embed_soon(embedder, embedding_text(text))
             if state is not None:
                 state.embedding = embedding
-    assessment = assess(messages, embedding=embedding)
+    assessment = assess(messages, embedding=embedding, keyword_tier=keyword_tier(query_text(messages)))
     candidates, providers = _candidates(runtime, principal)
     request = route_request(body, cost_bias=bias, allowed_models=principal.allowed_models, usable_providers=providers)
     return select(request, candidates, assessment), assessment, bias

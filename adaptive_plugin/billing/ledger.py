@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
 from collections import deque
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timezone
+from datetime import date, datetime, timedelta, timezone
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,7 +33,54 @@ from adaptive_plugin.errors import AdaptiveError
 
 log = logging.getLogger("adaptive_plugin.billing")
 
-GROUP_FIELDS = ("project_id", "environment", "day", "provider", "key_source", "model_group", "cache")
+GROUP_FIELDS = ("project_id", "environment", "day", "provider", "key_source", "key_fingerprint", "model_group", "cache")
+# filters of the request log: column -> allowed values (None: any short string)
+REQUEST_FILTERS: dict[str, tuple[str, ...] | None] = {
+    "environment": ("dev", "staging", "production"),
+    "provider": None,
+    "key_source": ("byok", "pooled", "cache", "none"),
+    "cache": ("hit-exact", "hit-semantic", "miss", "bypass"),
+}
+_DAY_RE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def check_day(value: str | None, name: str = "day") -> str | None:
+    """A UTC day as YYYY-MM-DD, or ValueError naming the parameter."""
+    if value is None:
+        return None
+    if not _DAY_RE.match(value):
+        raise ValueError(f"{name} must be a date as YYYY-MM-DD, got {value!r}")
+    try:
+        date.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{name} is not a calendar date: {value!r}") from None
+    return value
+
+
+def parse_bound(value: str | None, name: str, *, end: bool = False) -> datetime | None:
+    """A bound of a time range: YYYY-MM-DD (UTC; as an end it includes its whole day) or an ISO
+    8601 time with a timezone. ValueError names the parameter."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    if len(value) == 10:
+        check_day(value, name)
+        day = date.fromisoformat(value) + (timedelta(days=1) if end else timedelta(0))
+        return datetime(day.year, day.month, day.day, tzinfo=timezone.utc)
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"{name} must be YYYY-MM-DD or an ISO 8601 time, got {value!r}") from None
+    if parsed.tzinfo is None:
+        raise ValueError(f"{name} needs a timezone, for example {value}Z or {value}+02:00")
+    return parsed
+
+
+def _aware(value: Any) -> Any:
+    """SQLite returns naive datetimes; every stored time is UTC."""
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=timezone.utc)
+    return value
 
 _TABLE = UsageRow.__table__  # type: ignore[attr-defined]
 # Idempotent by request_id. SQLite's OR IGNORE is a prefix, so SQLAlchemy can still send the
@@ -173,12 +221,20 @@ class Ledger:
     # -- reading ---------------------------------------------------------------------------
 
     def totals(self, *, group_by: Iterable[str] = ("project_id",), project_id: str | None = None,
-               since_day: str | None = None, until_day: str | None = None) -> list[dict[str, Any]]:
-        """Sums of successful rows grouped by the given fields; money as exact USD Decimals."""
+               since_day: str | None = None, until_day: str | None = None,
+               environment: str | None = None) -> list[dict[str, Any]]:
+        """Sums of successful rows grouped by the given fields; money as exact USD Decimals.
+
+        Days are UTC and inclusive; a bad field or date is a ValueError naming it.
+        """
         fields = list(group_by)
         bad = [f for f in fields if f not in GROUP_FIELDS]
         if bad:
             raise ValueError(f"cannot group by {bad[0]!r}; choose from {', '.join(GROUP_FIELDS)}")
+        check_day(since_day, "since")
+        check_day(until_day, "until")
+        if since_day is not None and until_day is not None and until_day < since_day:
+            raise ValueError(f"until ({until_day}) is before since ({since_day})")
         t = UsageRow.__table__  # type: ignore[attr-defined]
         cols = [t.c[f] for f in fields]
         q = sa.select(
@@ -192,6 +248,8 @@ class Ledger:
         ).where(t.c.outcome == "success")
         if project_id is not None:
             q = q.where(t.c.project_id == project_id)
+        if environment is not None:
+            q = q.where(t.c.environment == environment)
         if since_day is not None:
             q = q.where(t.c.day >= since_day)
         if until_day is not None:
@@ -212,22 +270,58 @@ class Ledger:
         return out
 
     def requests(
-        self, *, project_id: str | None = None, limit: int = 100, offset: int = 0, before_id: int | None = None
+        self, *, project_id: str | None = None, limit: int = 100, offset: int = 0, before_id: int | None = None,
+        since: datetime | None = None, until: datetime | None = None, **filters: str | None,
     ) -> list[dict[str, Any]]:
-        """The request log, newest first.
+        """The request log, newest first; `ts` is timezone-aware (UTC).
 
         `before_id` pages by key: only rows with a smaller id. Paging on with the last id of the
         previous page returns each row written before the walk began exactly once, while new rows
-        keep arriving; `offset` pages shift by one for every row written in between.
+        keep arriving; `offset` pages shift by one for every row written in between. `since`
+        (inclusive) and `until` (exclusive) bound the time; `filters` are equalities on the
+        columns of `REQUEST_FILTERS`. Bad values are a ValueError naming the parameter.
         """
+        if not 1 <= limit <= 100_000:
+            raise ValueError(f"limit must be between 1 and 100000, got {limit}")
+        if offset < 0:
+            raise ValueError(f"offset must be 0 or more, got {offset}")
         t = UsageRow.__table__  # type: ignore[attr-defined]
         q = sa.select(t).order_by(t.c.id.desc()).limit(limit).offset(offset)
         if project_id is not None:
             q = q.where(t.c.project_id == project_id)
         if before_id is not None:
             q = q.where(t.c.id < before_id)
+        for name, value in filters.items():
+            if name not in REQUEST_FILTERS:
+                raise ValueError(f"cannot filter the request log by {name!r}; choose from {', '.join(REQUEST_FILTERS)}")
+            allowed = REQUEST_FILTERS[name]
+            if value is None:
+                continue
+            if allowed is not None and value not in allowed:
+                raise ValueError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+            q = q.where(t.c[name] == value)
+        for name, bound in (("since", since), ("until", until)):
+            if bound is not None and bound.tzinfo is None:
+                raise ValueError(f"{name} needs a timezone (for example 2026-01-31T00:00:00Z)")
+        if since is not None:
+            q = q.where(t.c.ts >= since)
+        if until is not None:
+            q = q.where(t.c.ts < until)
         with session_scope(self.engine) as s:
-            return [dict(r) for r in s.execute(q).mappings().all()]
+            rows = [dict(r) for r in s.execute(q).mappings().all()]
+        for row in rows:
+            row["ts"] = _aware(row["ts"])
+        return rows
+
+    def last_used(self, key_ids: Iterable[str]) -> dict[str, datetime]:
+        """When each BYOK key last served or failed a request (its latest ledger row)."""
+        ids = list(key_ids)
+        if not ids:
+            return {}
+        t = UsageRow.__table__  # type: ignore[attr-defined]
+        q = sa.select(t.c.key_id, sa.func.max(t.c.ts)).where(t.c.key_id.in_(ids)).group_by(t.c.key_id)
+        with session_scope(self.engine) as s:
+            return {str(k): _aware(ts) for k, ts in s.execute(q).all() if ts is not None}
 
     def provider_spend_micros(self, key_id: str, period: str) -> int:
         """Provider cost incurred on a BYOK key in the current UTC day or month."""

@@ -10,6 +10,6 @@ registers all of them on `SQLModel.metadata`.
 from __future__ import annotations
 
 from adaptive_plugin.db._engine import make_engine, migrate, session_scope
-from adaptive_plugin.db import tables_billing, tables_cache, tables_changes, tables_keys  # noqa: F401  (register tables)
+from adaptive_plugin.db import tables_admin, tables_billing, tables_cache, tables_changes, tables_keys  # noqa: F401  (register tables)
 
 __all__ = ["make_engine", "migrate", "session_scope"]

@@ -48,14 +48,16 @@ def _admin(client: httpx.Client, method: str, path: str, **kw: Any) -> Any:
     return r.json() if r.content else None
 
 
-def _setup_project(base: str, master: str) -> str:
+def _setup_project(base: str, master: str) -> tuple[str, str]:
+    """The demo project: its chat API key and its admin key (for the dashboard)."""
     with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {master}"}, timeout=30) as c:
         project = _admin(c, "POST", "/adaptive/projects", json={"name": "demo-team", "plan": "team"})
         key = _admin(c, "POST", f"/adaptive/projects/{project['id']}/api-keys", params={"environment": "production"})
         for priority, secret in ((1, "sk-demo-team-ratelimited-" + "0" * 12), (2, "sk-demo-team-ok-" + "0" * 20)):
             _admin(c, "POST", f"/adaptive/projects/{project['id']}/provider-keys",
                    json={"environment": "production", "provider": "openai", "api_key": secret, "priority": priority})
-        return str(key["api_key"])
+        admin = _admin(c, "POST", f"/adaptive/projects/{project['id']}/admin-keys", json={"label": "demo"})
+        return str(key["api_key"]), str(admin["admin_key"])
 
 
 def _send(client: Any, model: str, prompt: str, extra: dict[str, Any]) -> dict[str, str]:
@@ -108,7 +110,7 @@ def run(*, port: int = 4000, once: bool = False, state_dir: Path = Path(".adapti
     print(f"starting the LiteLLM proxy with the Adaptive plugin on {proxy.base_url} (log: {proxy.log_path}) ...")
     try:
         proxy.start()
-        api_key = _setup_project(proxy.base_url, master)
+        api_key, admin_key = _setup_project(proxy.base_url, master)
         client = openai.OpenAI(base_url=f"{proxy.base_url}/v1", api_key=api_key, max_retries=0)
         rows = [["#", "asked for", "prompt", "served by", "cache", "key source", "fallbacks", "fee (USD)"]]
         for i, (model, prompt, extra) in enumerate(REQUESTS, 1):
@@ -142,6 +144,7 @@ def run(*, port: int = 4000, once: bool = False, state_dir: Path = Path(".adapti
             return 0
         print(f"\nGateway running at {proxy.base_url}  (OpenAI base_url {proxy.base_url}/v1)")
         print(f"  project API key: {api_key}\n  master key:      {master}\n  metrics:         {proxy.base_url}/metrics")
+        print(f"  dashboard:       {proxy.base_url}/adaptive/ui/  (sign in with the project admin key {admin_key})")
         print("Ctrl-C to stop.")
         signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
         while proxy.proc is not None and proxy.proc.poll() is None:

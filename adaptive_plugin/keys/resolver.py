@@ -210,6 +210,19 @@ class KeyResolver:
         """Drop remembered health (a reactivated or re-added key starts clean)."""
         self._health.pop(key_id, None)
 
+    def health(self, key_id: str) -> tuple[str, float, int]:
+        """This process's view of a key: `invalid` (the provider refused it), `cooling_down` or
+        `ok`; the seconds of cooldown left; the calls sent with it in the last minute."""
+        h = self._health.get(key_id)
+        if h is None:
+            return "ok", 0.0, 0
+        now = self._clock()
+        calls = sum(1 for t in h.calls if t > now - 60)
+        if h.invalid:
+            return "invalid", 0.0, calls
+        left = h.cooldown_until - now
+        return ("cooling_down", left, calls) if left > 0 else ("ok", 0.0, calls)
+
     def cooldowns(self) -> dict[str, float]:
         now = self._clock()
         return {k: h.cooldown_until - now for k, h in self._health.items() if h.cooldown_until > now}

@@ -307,6 +307,85 @@ class KeyService:
             tx.session.delete(row)
             tx.record("provider_key", project_id, key_id)
 
+    def rotate_provider_key(self, project_id: str, key_id: str, new_secret: str) -> tuple[ProviderKeyView, ProviderKeyView]:
+        """Add `new_secret` in the old key's place (provider, priority, caps) and revoke the old key,
+        in one transaction: either both happen or neither. Returns (new, old)."""
+        new_id = _new_id("pk")
+        with self._changing() as tx:
+            s = tx.session
+            project = self._project(s, project_id)
+            if project.plan not in BYOK_PLANS:
+                raise PlanError(f"project {project.name!r} is on the {project.plan} plan; Bring Your Own Keys needs "
+                                "the team or enterprise plan")
+            old = s.get(ProviderKey, key_id)
+            if old is None or old.project_id != project_id:
+                raise NotFoundError(f"provider key {key_id!r} not found")
+            if old.status == "revoked":
+                raise KeysError(f"provider key {key_id!r} is revoked; add a new key instead of rotating it")
+            new_fingerprint = fingerprint(new_secret)
+            if new_fingerprint == old.fingerprint:
+                raise KeysError("the new key is the key being rotated; give the new key")
+            sealed = self.vault.encrypt(new_secret, project_id=project_id, environment=old.environment,
+                                        provider=old.provider, key_id=new_id)
+            now = utcnow()
+            new = ProviderKey(
+                id=new_id, project_id=project_id, environment=old.environment, provider=old.provider,
+                priority=old.priority, ciphertext=sealed.ciphertext, nonce=sealed.nonce,
+                master_key_id=sealed.master_key_id, fingerprint=new_fingerprint, last4=new_secret[-4:],
+                spend_cap_usd=old.spend_cap_usd, spend_cap_period=old.spend_cap_period, rpm_limit=old.rpm_limit,
+                created_at=now, updated_at=now,
+            )
+            old.status, old.status_reason, old.updated_at = "revoked", f"rotated to {new_fingerprint}", now
+            s.add(new)
+            s.add(old)
+            tx.record("provider_key", project_id, key_id)  # the old key is out everywhere at once
+            return _provider_key_view(new), _provider_key_view(old)
+
+    def update_provider_key(self, project_id: str, key_id: str, changes: dict[str, object]) -> ProviderKeyView:
+        """Set priority, spending cap (`spend_cap_usd` with `spend_cap_period`) or rpm limit; None clears."""
+        with self._changing() as tx:
+            s = tx.session
+            row = s.get(ProviderKey, key_id)
+            if row is None or row.project_id != project_id:
+                raise NotFoundError(f"provider key {key_id!r} not found")
+            cap = changes.get("spend_cap_usd", row.spend_cap_usd)
+            period = changes.get("spend_cap_period", row.spend_cap_period)
+            if (cap is None) != (period is None):
+                raise KeysError("spend_cap_usd and spend_cap_period go together: set both, or clear both")
+            if "priority" in changes:
+                row.priority = int(changes["priority"])  # type: ignore[call-overload]
+            row.spend_cap_usd = str(cap) if cap is not None else None
+            row.spend_cap_period = str(period) if period is not None else None
+            if "rpm_limit" in changes:
+                limit = changes["rpm_limit"]
+                row.rpm_limit = int(limit) if limit is not None else None  # type: ignore[call-overload]
+            row.updated_at = utcnow()
+            s.add(row)
+            tx.record("provider_key", project_id, key_id)
+            return _provider_key_view(row)
+
+    def reorder_provider_keys(self, project_id: str, environment: str, provider: str,
+                              key_ids: list[str]) -> list[ProviderKeyView]:
+        """Give the keys of one environment and provider priorities 10, 20, ... in the order given;
+        every key of that scope that is not revoked must be named once."""
+        provider = provider.strip().lower()
+        with self._changing() as tx:
+            s = tx.session
+            self._project(s, project_id)
+            rows = {r.id: r for r in s.exec(select(ProviderKey).where(
+                ProviderKey.project_id == project_id, ProviderKey.environment == environment,
+                ProviderKey.provider == provider, ProviderKey.status != "revoked"))}
+            if len(set(key_ids)) != len(key_ids) or set(key_ids) != set(rows):
+                expected = ", ".join(sorted(rows)) or "none"
+                raise KeysError(f"name every {provider} key of {environment} that is not revoked, once each "
+                                f"(expected: {expected})")
+            now = utcnow()
+            for position, kid in enumerate(key_ids, start=1):
+                rows[kid].priority, rows[kid].updated_at = position * 10, now
+                s.add(rows[kid])
+            tx.record("provider_key", project_id)
+            return [_provider_key_view(rows[k]) for k in key_ids]
+
     def active_keys(self, project_id: str, environment: str) -> list[ResolvedKey]:
         """Decrypted active keys of a project environment, by provider then priority.
 

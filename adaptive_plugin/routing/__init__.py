@@ -9,7 +9,14 @@ Pure logic: no litellm import. See README.md in this directory.
 
 from __future__ import annotations
 
-from adaptive_plugin.routing._assess import Assessment, assess, complexity_score, default_embedder, task_type
+from adaptive_plugin.routing._assess import (
+    Assessment,
+    assess,
+    complexity_score,
+    default_embedder,
+    set_keyword_tier_source,
+    task_type,
+)
 from adaptive_plugin.routing._model import ARTIFACT_PATH, ComplexityModel, load_model
 from adaptive_plugin.routing._request import RequestFeatures, request_features, route_request
 from adaptive_plugin.routing._task import TASK_TYPES, detect_task_type
@@ -36,5 +43,6 @@ __all__ = [
     "request_features",
     "route_request",
     "select",
+    "set_keyword_tier_source",
     "task_type",
 ]

@@ -4,6 +4,11 @@ The adapters embed `embedding_text(query_text(messages))` (its first 512 charact
 per request (the semantic cache uses the same vector) and pass it as `embedding=`; `assess`
 then costs well under a millisecond.
 
+The adapters also pass LiteLLM's keyword complexity tier of the query (`keyword_tier=`, see
+`adapters/keyword_tier.py`); this package never imports litellm. `complexity_score(messages)`
+uses the tier source installed with `set_keyword_tier_source` (`adaptive_plugin.complexity_score`
+installs LiteLLM's when litellm is importable) and leaves the term out without one.
+
 Without an embedding, `complexity_score` asks `default_embedder()` for the local model.
 When that model is not installed it degrades, by design, to the features-only head of the
 same artifact: the score stays in [0, 1] and keeps its meaning (a quantile among the
@@ -15,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -44,6 +50,14 @@ _SIGNALS = {
     "list_items": "multi-part",
 }
 _INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+_keyword_tier_source: Callable[[str], float | None] | None = None
+
+
+def set_keyword_tier_source(source: Callable[[str], float | None] | None) -> None:
+    """Install (or with None remove) the function `complexity_score` asks for a query text's
+    keyword tier (LiteLLM's tier rank + weighted score / 10; None when it cannot tell)."""
+    global _keyword_tier_source
+    _keyword_tier_source = source
 
 
 @dataclass(frozen=True)
@@ -51,7 +65,8 @@ class Assessment:
     """How demanding a request is.
 
     `score` in [0, 1] (higher needs a stronger model); `task_type` one of `TASK_TYPES`;
-    `expected_gain` the model's raw predicted strong-minus-weak quality gain; `used_embedding`
+    `expected_gain` the model's raw prediction (strong-minus-weak quality gain in units of its
+    spread over the training prompts, keyword term included); `used_embedding`
     False when the features-only head answered; `signals` short human-readable hints.
 
     >>> a = assess([{"role": "user", "content": "hi"}], embedding=None)   # doctest: +SKIP
@@ -72,12 +87,15 @@ def assess(
     embedding: np.ndarray | None = None,
     embedder: Embedder | None = None,
     model: ComplexityModel | None = None,
+    keyword_tier: float | None = None,
 ) -> Assessment:
     """Score `messages`; `embedding` is the precomputed vector of
     `embedding_text(query_text(messages))` (its first 512 characters, as the model was trained).
 
     With no `embedding`, `embedder` (if given) computes it; with neither, the features-only
-    head is used. Raise `RoutingError` when `embedding` has the wrong dimension.
+    head is used. `keyword_tier` is LiteLLM's keyword tier of `query_text(messages)` (rank +
+    weighted score / 10); it moves prompts that are not multiple-choice questions, and None
+    leaves it out. Raise `RoutingError` when `embedding` has the wrong dimension.
     """
     m = model if model is not None else load_model()
     text = query_text(messages)
@@ -91,10 +109,10 @@ def assess(
                 f"the router expects a {m.embedding_dim}-dimensional embedding, got {vec.shape[0]} dimensions"
             )
         x = np.concatenate([vec, feats])
-        raw = float(m.full.raw(x))
+        raw = m.keyword.combine(float(m.full.raw(x)), keyword_tier, feats)
         score = float(m.full.calibrate(raw))
     else:
-        raw = float(m.features.raw(feats))
+        raw = m.keyword.combine(float(m.features.raw(feats)), keyword_tier, feats)
         score = float(m.features.calibrate(raw))
     score = _with_depth(score, messages)
     return Assessment(
@@ -109,9 +127,12 @@ def assess(
 def complexity_score(messages: list[dict[str, Any]]) -> float:
     """Score in [0, 1] for OpenAI-style chat messages; higher needs a stronger model.
 
-    Uses `default_embedder()` when the local model is installed, else the features-only head.
+    Uses `default_embedder()` when the local model is installed, else the features-only head,
+    and the keyword tier source of `set_keyword_tier_source` when one is installed.
     """
-    return assess(messages, embedder=default_embedder()).score
+    source = _keyword_tier_source
+    tier = source(query_text(messages)) if source is not None else None
+    return assess(messages, embedder=default_embedder(), keyword_tier=tier).score
 
 
 def task_type(messages: list[dict[str, Any]]) -> str:

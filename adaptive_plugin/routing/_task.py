@@ -83,7 +83,9 @@ QUESTION_RE: Final = re.compile(
     r"\?|^\s*(what|who|whom|which|when|where|why|how|is|are|do|does|did|can|could|should|would|will)\b|\bAnswer:\s*$",
     _I | re.MULTILINE,
 )
-CHOICE_RE: Final = re.compile(r"^\s*\(?[A-Da-d][.)]\s+\S", re.MULTILINE)
+CHOICE_RE: Final = re.compile(r"^[ \t]*\(?(?:[A-J]|[a-d])[.)][ \t]+\S", re.MULTILINE)
+"""A lettered option on its own line: A-J (MMLU-Pro has ten) or a-d. Counted over the whole
+query, not the scan window: long questions put their options in the middle."""
 COMPOUND_RE: Final = re.compile(r"\b(statement|scenario|premise|claim|part)\s*\(?\d\)?\s*[|:]", _I)
 """Several judgements packed into one question ("Statement 1 | ... Statement 2 | ...")."""
 GREETING_RE: Final = re.compile(
@@ -166,7 +168,7 @@ def scan(text: str) -> Scan:
         extraction=len(EXTRACTION_RE.findall(w)),
         writing=len(_WRITING_L.findall(low)),
         writing_lead=_WRITING_L.match(low.strip()) is not None,
-        choices=len(CHOICE_RE.findall(w)),
+        choices=len(CHOICE_RE.findall(text)),
         greeting=short and _GREETING_L.match(low) is not None,
         question=QUESTION_RE.search(w) is not None,
         digits=len(w) - len(w.translate(_DIGITS)),

@@ -1,10 +1,8 @@
 """Attacks on the tenant boundary, one module per attack class, against the real proxy.
 
-The session gateway of `tests/proxy` (one `litellm --config config/demo.yaml` worker on SQLite,
+The session gateway (`tests/proxy/fixtures.py`: one `litellm --config config/demo.yaml` worker on SQLite,
 the fake provider on 127.0.0.1) is shared; modules that need two workers, PostgreSQL or Redis
 start their own proxies. `docs/security.md` names the test that closes each door.
 """
 
 from __future__ import annotations
-
-from tests.proxy.conftest import _close_clients, fake_provider, gateway  # noqa: F401 - shared fixtures

@@ -126,3 +126,30 @@ def test_the_operator_keeps_its_own_request_options(gateway: Gateway) -> None:
     the options a tenant may not set."""
     response = post(gateway, gateway.master, {**base("operator retries"), "num_retries": 1})
     assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("header, value", [
+    ("x-litellm-num-retries", "50"), ("x-litellm-timeout", "0.001"), ("x-litellm-tags", "premium"),
+    ("x-litellm-spend-logs-metadata", '{"project": "someone-else"}'), ("x-litellm-stream-timeout", "0.001"),
+])
+def test_litellm_control_headers_are_refused(gateway: Gateway, header: str, value: str) -> None:
+    project = gateway.project(plan="developer")
+    mark = gateway.mark()
+    with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
+        response = client.post("/v1/chat/completions", json=base("header"),
+                               headers={"Authorization": f"Bearer {project.api_key}", header: value})
+    assert response.status_code == 400 and response.json()["error"]["param"] == header, response.text
+    assert gateway.calls_since(mark) == []
+
+
+def test_a_provider_credential_beside_the_project_key_is_refused(gateway: Gateway) -> None:
+    """LiteLLM forwards an Anthropic OAuth token in Authorization to Anthropic when the key it
+    authenticates arrived in x-litellm-api-key: the call would go out as the client chose."""
+    project = gateway.project(plan="developer")
+    mark = gateway.mark()
+    with httpx.Client(base_url=gateway.base_url, timeout=30) as client:
+        response = client.post("/v1/chat/completions", json={**base("oauth"), "model": "claude-haiku-4-5"},
+                               headers={"x-litellm-api-key": project.api_key,
+                                        "Authorization": "Bearer sk-ant-oat01-someone-elses-oauth-token"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "authorization", response.text
+    assert gateway.calls_since(mark) == []

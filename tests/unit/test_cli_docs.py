@@ -18,6 +18,8 @@ def test_cli_reference_is_current() -> None:
 def test_every_command_has_help() -> None:
     os.environ["COLUMNS"] = "100"
     text = _clidoc.render()
-    for command in ("fetch-model", "migrate", "check", "demo", "keys rotate-encryption", "projects create",
-                    "api-keys create", "provider-keys add", "provider-keys revoke", "usage", "requests"):
+    for command in ("fetch-model", "migrate", "check", "demo", "proxy-config", "keys rotate-encryption", "projects create",
+                    "projects get", "projects update", "admin-keys create", "api-keys create", "provider-keys add",
+                    "provider-keys revoke", "usage", "requests", "select-model", "self provider-keys rotate",
+                    "self requests", "self usage"):
         assert f"## adaptive-plugin {command}\n" in text

@@ -94,7 +94,33 @@ async def test_the_operator_may_send_what_a_tenant_may_not(client: httpx.AsyncCl
 
 
 async def test_bodies_of_other_routes_must_be_objects_without_forbidden_fields(client: httpx.AsyncClient) -> None:
-    response = await client.post("/adaptive/select-model", content=b"[1]", headers={"Authorization": "Bearer ak-prd-x"})
+    headers = {"Authorization": "Bearer sk-not-a-project-key"}
+    response = await client.post("/settings", content=b"[1]", headers=headers)
     assert response.status_code == 400
-    response = await client.post("/adaptive/select-model", json={"api_base": "http://x"}, headers={"Authorization": "Bearer ak-prd-x"})
+    response = await client.post("/settings", json={"api_base": "http://x"}, headers=headers)
     assert response.status_code == 400 and response.json()["error"]["param"] == "api_base"
+
+
+async def test_the_plugins_own_routes_validate_their_own_bodies(client: httpx.AsyncClient) -> None:
+    """A provider key is added with `api_key` in the body: the guard leaves /adaptive/* alone."""
+    response = await client.post("/adaptive/select-model", json={"api_key": "sk-provider-key"},
+                                 headers={"Authorization": "Bearer pak-admin"})
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize("header", ["x-litellm-timeout", "x-litellm-num-retries", "x-litellm-tags",
+                                    "x-litellm-spend-logs-metadata", "typesafe-danger-zone-authorization"])
+async def test_litellm_control_headers_are_refused(client: httpx.AsyncClient, header: str) -> None:
+    response = await client.post("/v1/chat/completions", json=CHAT,
+                                 headers={"Authorization": "Bearer ak-prd-abc", header: "1"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == header
+
+
+async def test_a_second_credential_is_refused(client: httpx.AsyncClient) -> None:
+    """An OAuth token in Authorization beside the project key elsewhere would go to the provider."""
+    response = await client.post("/v1/chat/completions", json=CHAT, headers={
+        "x-litellm-api-key": "ak-prd-abc", "Authorization": "Bearer sk-ant-oat01-client-oauth-token"})
+    assert response.status_code == 400 and response.json()["error"]["param"] == "authorization"
+    same = await client.post("/v1/chat/completions", json=CHAT,
+                             headers={"x-litellm-api-key": "ak-prd-abc", "Authorization": "Bearer ak-prd-abc"})
+    assert same.status_code == 200

@@ -227,6 +227,75 @@ def test_requests_newest_first_paged_and_filtered(engine: Engine) -> None:
     assert [r["request_id"] for r in ledger.requests(project_id="prj_b")] == ["r3", "r1"]
 
 
+def test_request_log_filters_by_column_and_time(any_engine: Engine) -> None:
+    t0 = datetime(2026, 1, 15, 10, 0, tzinfo=timezone.utc)
+    ledger = Ledger(any_engine)
+    ledger.write_now([
+        row("a", ts=t0, provider="openai", key_source="byok", cache="miss", environment="production").model_dump(),
+        row("b", ts=t0 + timedelta(hours=1), provider="anthropic", key_source="pooled", cache="miss").model_dump(),
+        row("c", ts=t0 + timedelta(hours=2), provider="", key_source="cache", cache="hit-semantic",
+            environment="dev").model_dump(),
+        row("d", ts=t0 + timedelta(hours=3), provider="openai", key_source="byok", project_id="prj_other").model_dump(),
+    ])
+
+    def ids(**kw: Any) -> list[str]:
+        return [r["request_id"] for r in ledger.requests(project_id="prj_a", **kw)]
+
+    assert ids() == ["c", "b", "a"]
+    assert ids(provider="openai") == ["a"]
+    assert ids(key_source="pooled") == ["b"]
+    assert ids(cache="hit-semantic") == ["c"] == ids(environment="dev")
+    assert ids(since=t0 + timedelta(minutes=30)) == ["c", "b"]
+    assert ids(until=t0 + timedelta(hours=1)) == ["a"]  # exclusive
+    assert ids(since=t0, until=t0 + timedelta(hours=2), key_source="byok") == ["a"]
+    for r in ledger.requests():
+        assert r["ts"].tzinfo is not None  # SQLite gives naive datetimes back; rows say UTC
+
+
+def test_request_log_refuses_bad_filters(engine: Engine) -> None:
+    ledger = Ledger(engine)
+    with pytest.raises(ValueError, match="limit must be between 1 and 100000"):
+        ledger.requests(limit=-1)
+    with pytest.raises(ValueError, match="key_source must be one of"):
+        ledger.requests(key_source="mine")
+    with pytest.raises(ValueError, match="cannot filter the request log by 'model'"):
+        ledger.requests(model="x")
+    with pytest.raises(ValueError, match="since needs a timezone"):
+        ledger.requests(since=datetime(2026, 1, 1))
+
+
+@pytest.mark.parametrize("day", ["yesterday", "2026-13-45", "2026-02-30", "20260101", "2026-1-1"])
+def test_totals_refuse_a_day_that_is_not_a_date(engine: Engine, day: str) -> None:
+    with pytest.raises(ValueError, match="since"):
+        Ledger(engine).totals(since_day=day)
+    with pytest.raises(ValueError, match="until"):
+        Ledger(engine).totals(until_day=day)
+
+
+def test_totals_by_key_fingerprint_and_environment(engine: Engine) -> None:
+    ledger = Ledger(engine)
+    ledger.write_now([
+        row("a", key_fingerprint="fp1", overhead_fee_micros=10, environment="production").model_dump(),
+        row("b", key_fingerprint="fp1", overhead_fee_micros=5, environment="dev").model_dump(),
+        row("c", key_fingerprint=None, overhead_fee_micros=7, model_cost_micros=100, key_source="pooled").model_dump(),
+    ])
+    by_key = {r["key_fingerprint"]: r["overhead_fee_micros"] for r in ledger.totals(group_by=["key_fingerprint"])}
+    assert by_key == {None: 7, "fp1": 15}
+    assert ledger.totals(group_by=[], environment="production")[0]["overhead_fee_micros"] == 17
+    with pytest.raises(ValueError, match="before since"):
+        ledger.totals(since_day="2026-02-01", until_day="2026-01-01")
+
+
+def test_last_used_is_the_latest_row_of_each_key(engine: Engine) -> None:
+    t0 = datetime(2026, 1, 15, 10, 0, tzinfo=timezone.utc)
+    ledger = Ledger(engine)
+    ledger.write_now([row("a", key_id="pk_1", ts=t0).model_dump(),
+                      row("b", key_id="pk_1", ts=t0 + timedelta(minutes=5), outcome="error").model_dump(),
+                      row("c", key_id="pk_2", ts=t0).model_dump()])
+    assert ledger.last_used(["pk_1", "pk_2", "pk_3"]) == {"pk_1": t0 + timedelta(minutes=5), "pk_2": t0}
+    assert ledger.last_used([]) == {}
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def any_engine(request: pytest.FixtureRequest) -> Engine:
     """The SQLite engine, or PostgreSQL (what replicas share) on a schema of this test's own."""

@@ -26,7 +26,19 @@ def test_defaults() -> None:
     assert s.cache_hit_fee_discount == Decimal("0.5")
     assert s.cache_enabled is True and s.auto_model_name == "auto"
     assert s.database_url is None
-    assert s.resolved_database_url() == f"sqlite:///{(Path('.adaptive') / 'adaptive.db').resolve()}"
+    assert s.state_dir == Path.home() / ".local" / "state" / "adaptive-plugin"  # no HOME in the mapping
+    assert s.resolved_database_url() == f"sqlite:///{(s.state_dir / 'adaptive.db').resolve()}"
+
+
+def test_default_state_dir_does_not_depend_on_the_working_directory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Run from a subfolder, the CLI used to open a new, empty database in ./.adaptive."""
+    env = {"ADAPTIVE_MASTER_KEYS": KEY, "HOME": str(tmp_path / "home")}
+    first = Settings.from_env(env)
+    (tmp_path / "sub").mkdir()
+    monkeypatch.chdir(tmp_path / "sub")
+    assert Settings.from_env(env).resolved_database_url() == first.resolved_database_url()
+    assert first.state_dir == tmp_path / "home" / ".local" / "state" / "adaptive-plugin"
+    assert Settings.from_env({**env, "XDG_STATE_HOME": str(tmp_path / "xdg")}).state_dir == tmp_path / "xdg" / "adaptive-plugin"
 
 
 def test_values_are_parsed_and_typed() -> None:
@@ -143,7 +155,7 @@ def test_redacted_hides_secrets() -> None:
     assert set(view) == set(Settings.model_fields)
     assert view["master_keys"] == "***" and view["database_url"] == "***"
     assert view["cache_ttl_seconds"] == 86400
-    assert view["overhead_input_usd_per_mtok"] == "0.10" and view["state_dir"] == ".adaptive"
+    assert view["overhead_input_usd_per_mtok"] == "0.10" and view["state_dir"] == str(s.state_dir)
     text = repr(view) + repr(s) + str(s)
     assert "hunter2" not in text and KEY not in text
 

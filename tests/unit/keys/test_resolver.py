@@ -179,6 +179,22 @@ def test_over_rpm_key_is_skipped_for_a_minute() -> None:
     assert w.choose(principal()) == "a"
 
 
+def test_health_reports_what_choose_skips() -> None:
+    """What the dashboard shows for a key: this process's view of its cooldown and rate window."""
+    w = World([key("a", rpm=5), key("b")])
+    assert w.resolver.health("a") == ("ok", 0.0, 0)
+    w.choose(principal())
+    assert w.resolver.health("a") == ("ok", 0.0, 1)
+    w.resolver.report_failure(w.keys[0], "rate_limited", retry_after=12)
+    assert w.resolver.health("a") == ("cooling_down", 12.0, 1)
+    w.clock.now += 12
+    assert w.resolver.health("a")[0] == "ok"
+    w.clock.now += 60
+    assert w.resolver.health("a") == ("ok", 0.0, 0)
+    w.resolver.report_failure(w.keys[1], "invalid")
+    assert w.resolver.health("b")[0] == "invalid"
+
+
 def test_over_spend_cap_key_is_skipped() -> None:
     w = World([key("a", cap=1_000_000), key("b")])
     w.spend["a"] = 999_999

@@ -148,4 +148,5 @@ def test_artifact_records_how_it_was_trained() -> None:
     info = load_model().info
     assert info["weights"] == "each source equal"
     assert "512" in info["embedding_text"]
-    assert set(info["cv_source_full_apgr"]) == {"alpaca_eval", "gsm8k", "mmlu"}
+    assert set(info["cv_source_full_apgr"]) == {"alpaca_eval", "arena_bench", "gsm8k", "mmlu"}
+    assert info["keyword_weight"] == load_model().keyword.weight > 0
