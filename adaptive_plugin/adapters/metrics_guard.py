@@ -15,9 +15,10 @@ LiteLLM mounts its metrics app at `/metrics`, so Starlette answers `/metrics` it
 registry or endpoint).
 
 With `require_auth_for_metrics_endpoint: true`, LiteLLM authenticates `/metrics` through the
-plugin's custom auth: `metrics_access()` admits the master key and, when configured,
-`ADAPTIVE_METRICS_TOKEN` (a token that reads `/metrics` and nothing else), and refuses project
-keys (403): a tenant's key never reads the gateway's metrics.
+plugin's custom auth: `scraper_principal()` admits the master key and, when configured,
+`ADAPTIVE_METRICS_TOKEN` (a token that reads `/metrics` and nothing else), and refuses every
+other key; LiteLLM's middleware answers that refusal with 401: a tenant's key never reads the
+gateway's metrics.
 """
 
 from __future__ import annotations
