@@ -126,12 +126,13 @@ def cmd_fetch_model(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
+    from adaptive_plugin._files import private_dir
     from adaptive_plugin.config import Settings
     from adaptive_plugin.db import make_engine, migrate
     from adaptive_plugin.db._engine import SCHEMA_VERSION, redact_url
 
     settings = Settings.from_env()
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.state_dir)
     url = settings.resolved_database_url()
     before = migrate(make_engine(url))
     print(f"database {redact_url(url)}: schema version {before} -> {SCHEMA_VERSION}")
@@ -139,19 +140,25 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
+    """Exit 0 when everything is usable; 1 naming each provider key row that cannot be decrypted
+    (altered, or under a master key not configured), without its secret."""
     ctx = _context(embedder=not args.skip_model)
     try:
         odd = ctx.keys.unknown_provider_keys()
         unusable = [row for row in odd if not row["note"].startswith("stored under the alias")]
-        print_json({"settings": ctx.settings.redacted(), "vault_rows_checked": ctx.keys.check_vault(),
-                    "provider_keys_with_unknown_provider": odd, "ok": not unusable})
+        checked, broken = ctx.keys.vault_report()
+        print_json({"settings": ctx.settings.redacted(), "vault_rows_checked": checked,
+                    "broken_provider_keys": broken, "provider_keys_with_unknown_provider": odd,
+                    "ok": not broken and not unusable})
     finally:
         ctx.close()
+    for row in broken:
+        print(f"error: provider key {row['id']} (project {row['project_id']}, {row['environment']}, {row['provider']}, "
+              f"fingerprint {row['fingerprint']}) {row['problem']}", file=sys.stderr)
     if unusable:
         print(f"error: {len(unusable)} stored provider key(s) name an unknown provider and are never used "
               "(see provider_keys_with_unknown_provider)", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if broken or unusable else 0
 
 
 def cmd_generate_master_key(args: argparse.Namespace) -> int:
@@ -384,7 +391,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="create or upgrade the database schema")
     p.set_defaults(func=cmd_migrate)
 
-    p = sub.add_parser("check", help="validate settings, database, vault and embedding model as the proxy would")
+    p = sub.add_parser("check", help="validate settings, database, vault and embedding model as the proxy would; "
+                                     "exit 1 naming every provider key row that cannot be decrypted")
     p.add_argument("--skip-model", action="store_true", help="do not load the embedding model")
     p.set_defaults(func=cmd_check)
 

@@ -27,7 +27,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from adaptive_plugin.errors import ConfigError
 
 ENV_PREFIX = "ADAPTIVE_"
-_SECRET_FIELDS = frozenset({"database_url", "master_keys", "redis_url"})
+_SECRET_FIELDS = frozenset({"database_url", "master_keys", "metrics_token", "redis_url"})
 
 
 class Settings(BaseSettings):
@@ -87,13 +87,20 @@ class Settings(BaseSettings):
     key_cooldown_seconds: float = Field(30.0, gt=0, description="Cooldown of a failing key when the provider gives no retry-after.")
     ledger_flush_seconds: float = Field(0.5, gt=0, description="Usage rows are committed (in batches) within this many seconds.")
     ledger_batch_size: int = Field(500, gt=0, description="Largest batch of usage rows written at once.")
-    metrics_project_labels: bool = Field(False, description="Add a project label to request and fee metrics.")
+    metrics_project_labels: bool = Field(
+        False, description="Add a project label (the project id) to request and fee metrics; needs an authenticated /metrics."
+    )
+    metrics_token: SecretStr | None = Field(
+        None, description="Bearer token that may read /metrics and nothing else (when /metrics requires authentication)."
+    )
     open_routes: str = Field(
         "",
         description="Comma-separated templates of LiteLLM routes that authenticate nobody to leave open to anyone "
         "(default: only the health probes, /metrics and the API docs).",
     )
-    sync_interval_seconds: float = Field(1.0, gt=0, description="How often shared state (cache entries, key revocations) is re-read from the database.")
+    sync_interval_seconds: float = Field(
+        1.0, gt=0, description="How often shared state (cache entries; key changes, as a safety net) is re-read from the database."
+    )
     redis_url: SecretStr | None = Field(
         None, description="Redis URL (redis://[:password@]host:port/db) for state shared by every worker and replica."
     )

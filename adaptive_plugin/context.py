@@ -9,21 +9,28 @@ Building fails fast with a `ConfigError`, `StorageError`, `VaultError` or
 
 from __future__ import annotations
 
+import functools
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.engine import Engine
 
+from adaptive_plugin._files import make_dirs, private_dir
 from adaptive_plugin._synced import SyncedCache
 from adaptive_plugin.billing import FeeRates, Ledger
+from adaptive_plugin.changes import ChangeFeed
 from adaptive_plugin.config import Settings
 from adaptive_plugin.db import make_engine, migrate
+from adaptive_plugin.db._changes import ChangeRecord
 from adaptive_plugin.embedding import Embedder, default_model_dir
 from adaptive_plugin.keys import KeyResolver, KeyService, Principal, ResolvedKey, Vault
 from adaptive_plugin.limits import KeyLimits, Limits, open_limits
 
 log = logging.getLogger("adaptive_plugin")
+
+SAFETY_MAX_AGE_SECONDS = 60.0
 
 
 @dataclass
@@ -37,12 +44,13 @@ class PluginContext:
     embedder: Embedder | None
     cache: Any | None  # adaptive_plugin.cache.SemanticCache
     principals: SyncedCache[str, Principal]
+    changes: ChangeFeed
     limits: Limits | None = None  # None: ADAPTIVE_LIMITS_ENABLED=false
     closed: bool = False
 
     @classmethod
     def build(cls, settings: Settings, *, with_embedder: bool = True) -> PluginContext:
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(settings.state_dir)
         engine = make_engine(settings.resolved_database_url())
         migrate(engine)
         vault = Vault(settings.master_key_bytes())
@@ -50,8 +58,10 @@ class PluginContext:
         keys.check_vault()
         ledger = Ledger(engine, flush_seconds=settings.ledger_flush_seconds, batch_size=settings.ledger_batch_size)
 
+        # key chains and principals change only with the shared revision (see `changes`); the
+        # max age is a safety net for changes made to the database outside the plugin
         chains: SyncedCache[tuple[str, str], list[ResolvedKey]] = SyncedCache(
-            lambda scope: keys.active_keys(*scope), max_age=settings.sync_interval_seconds
+            lambda scope: keys.active_keys(*scope), max_age=SAFETY_MAX_AGE_SECONDS, scope_of=lambda k, _v: k[0]
         )
         limits = open_limits_for(settings, engine)
         resolver = KeyResolver(
@@ -59,7 +69,29 @@ class PluginContext:
             limit_hint=(lambda project_id, key: limits.key_hint(project_id, key_limits(key))) if limits else None,
             default_cooldown=settings.key_cooldown_seconds,
         )
-        principals: SyncedCache[str, Principal] = SyncedCache(keys.authenticate, max_age=settings.sync_interval_seconds)
+        principals: SyncedCache[str, Principal] = SyncedCache(
+            keys.authenticate, max_age=SAFETY_MAX_AGE_SECONDS, scope_of=lambda _k, p: p.project_id
+        )
+
+        def apply(changes: list[ChangeRecord] | None) -> list[Callable[[], object]]:
+            """Drop what the changes touched; returns its loads, for the feed to run ahead of need."""
+            if changes is None:  # too far behind for the change log: everything
+                chains.invalidate()
+                principals.invalidate()
+                return []
+            loads: list[Callable[[], object]] = []
+            for project_id in dict.fromkeys(c.project_id for c in changes):
+                loads += [functools.partial(chains.load, k) for k in chains.invalidate_scope(project_id)]
+                loads += [functools.partial(principals.load, k) for k in principals.invalidate_scope(project_id)]
+            for change in changes:
+                if change.kind == "provider_key" and change.key_id:
+                    resolver.forget(change.key_id)  # reactivated or re-added: no stale health
+            return loads
+
+        redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+        changes = ChangeFeed(engine, apply, redis_url=redis_url, poll_seconds=settings.sync_interval_seconds,
+                             stale_seconds=settings.sync_interval_seconds)
+        keys.on_change = changes.announce
 
         embedder = None
         if with_embedder and (settings.cache_enabled or settings.routing_use_embedding):
@@ -82,6 +114,7 @@ class PluginContext:
             embedder=embedder,
             cache=cache,
             principals=principals,
+            changes=changes,
             limits=limits,
         )
 
@@ -90,6 +123,7 @@ class PluginContext:
         if self.closed:
             return
         self.closed = True
+        self.changes.close()
         self.ledger.close()
         if self.cache is not None and hasattr(self.cache, "close"):
             self.cache.close()
@@ -121,7 +155,8 @@ def load_embedder(settings: Settings) -> Embedder:
             log.warning("ADAPTIVE_EMBEDDING_PROCESS applies to the offline model directory only; "
                         "%s embeds in the proxy process", settings.embedding_model_name)
         return Embedder.from_name(
-            settings.embedding_model_name, cache_dir=str(settings.state_dir / "models"), threads=settings.embedding_threads
+            settings.embedding_model_name, cache_dir=str(make_dirs(settings.state_dir / "models")),
+            threads=settings.embedding_threads,
         )
     model_dir = settings.embedding_model_dir or default_model_dir()
     embedder = Embedder.from_directory(model_dir, threads=settings.embedding_threads)

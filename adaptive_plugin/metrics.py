@@ -3,7 +3,8 @@
 Names follow `adaptive_<capability>_<what>_<unit>`. Labels take small fixed value sets only
 (model group, provider, outcome, reason); never key strings, user or request ids. Project
 labels are off unless the operator sets `ADAPTIVE_METRICS_PROJECT_LABELS=true`, which adds a
-`project` label to the request and fee counters.
+`project` label to the request and fee counters (refused at start-up while /metrics is open).
+LiteLLM's own `litellm_*` series lose their tenant labels in adapters/metrics_guard.py.
 
 The proxy may run several workers: set PROMETHEUS_MULTIPROC_DIR in the launch environment
 (wiped on start). LiteLLM's own `/metrics` (the `prometheus` callback) serves these series,
@@ -70,6 +71,18 @@ ROUTING_DECISIONS = Counter(
     "Model selections for auto requests, by chosen model group and task type.",
     ("model_group", "task_type"),
 )
+VAULT_FAILURES = Counter(
+    "adaptive_keys_vault_failures_total",
+    "Provider key rows that did not decrypt, by reason (authentication: altered row, marked broken; "
+    "unknown_master_key).",
+    ("reason",),
+)
+CHANGE_CATCH_UPS = Counter(
+    "adaptive_changes_catch_ups_total",
+    "Times this process applied newer shared changes (revocations, plan changes), by where: "
+    "request (found by a request's check) or background (pushed or polled first).",
+    ("where",),
+)
 KEY_FALLBACKS = Counter(
     "adaptive_key_fallbacks_total",
     "Attempts that failed on a key and moved to the next one, by reason.",
@@ -113,3 +126,9 @@ LIMITS_STORE_FALLBACKS = Counter(
     "Limit operations Redis did not answer, by what happened instead (database, refuse).",
     ("outcome",),
 )
+# Counters whose label values are few and known: every series exists from the start (at 0), so
+# rate() sees the first event and the scrape has the same series before and after one
+for _reason in ("authentication", "unknown_master_key"):
+    VAULT_FAILURES.labels(reason=_reason)
+for _where in ("request", "background"):
+    CHANGE_CATCH_UPS.labels(where=_where)

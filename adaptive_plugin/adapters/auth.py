@@ -29,6 +29,7 @@ from typing import Any
 from fastapi import Request
 from litellm.proxy._types import LitellmUserRoles, ProxyException, UserAPIKeyAuth
 
+from adaptive_plugin.adapters import metrics_guard
 from adaptive_plugin.adapters.cache_backend import AdaptiveCacheBackend
 from adaptive_plugin.adapters.runtime import OPERATOR, Runtime
 from adaptive_plugin.adapters.state import PREFETCH_KEY
@@ -103,6 +104,7 @@ class AuthGate:
         """The project behind a chat key (AuthenticationError when there is none)."""
         import asyncio
 
+        await self.runtime.ctx.changes.ensure_current()  # a revoked key or changed plan, everywhere at once
         principals = self.runtime.ctx.principals
         principal = principals.peek(token)
         if principal is None:
@@ -153,6 +155,8 @@ class AuthGate:
                 message="missing API key: send your project key as 'Authorization: Bearer ak-...'",
                 type="auth_error", param="api_key", code=401,
             )
+        if (scraper := metrics_guard.scraper_principal(request, token, self.runtime.ctx.settings, is_master=is_master_key)) is not None:
+            return scraper
         if is_master_key(token):
             return UserAPIKeyAuth(api_key=token, user_role=LitellmUserRoles.PROXY_ADMIN, user_id=OPERATOR_PROJECT)
         try:

@@ -32,7 +32,7 @@ from fastapi import HTTPException
 from litellm.integrations.custom_logger import CustomLogger
 
 from adaptive_plugin import metrics
-from adaptive_plugin.adapters import accounting, admin_api, auth, routing
+from adaptive_plugin.adapters import accounting, admin_api, auth, metrics_guard, routing
 from adaptive_plugin.adapters import limits as limits_glue
 from adaptive_plugin.adapters.cache_backend import AdaptiveCacheBackend, request_params
 from adaptive_plugin.adapters.deployments import provider_of
@@ -96,6 +96,7 @@ class AdaptiveHooks(CustomLogger):
         admin_api.mount(self.runtime, self.gate, opened_routes=opened)
         install_guard(proxy_server.app, master_key=auth.master_key, forbidden=self.forbidden_fields, opened=opened)
         auth.publish(self.gate)
+        metrics_guard.install(self.settings)
         try:
             loop = asyncio.get_running_loop()
         except RuntimeError:
@@ -231,6 +232,7 @@ class AdaptiveHooks(CustomLogger):
                                                   "custom_llm_provider": kwargs.get("custom_llm_provider")}})
         provider = info.provider or provider_of({"model": kwargs.get("model")})
         pooled = bool(kwargs.get("api_key")) and self.runtime.pooled_healthy(info)
+        await self.ctx.changes.ensure_current()  # no attempt starts with a key revoked before it
         choice = await limits_glue.choose_key(self.runtime, state, kwargs, info, provider, pooled=pooled)
         state.provider = provider
         group = (request_metadata(kwargs) or {}).get("model_group")

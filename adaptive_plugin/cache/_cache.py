@@ -17,6 +17,7 @@ import numpy as np
 from sqlalchemy.engine import Engine
 
 from adaptive_plugin import metrics
+from adaptive_plugin._files import private_dir
 from adaptive_plugin.cache._guards import near_miss_reason
 from adaptive_plugin.cache._index import PartitionIndex
 from adaptive_plugin.cache._request import KeyedRequest, RequestKey, bypass_reason, keyed_request, unstorable_reason
@@ -112,7 +113,7 @@ class SemanticCache:
             faiss.omp_set_num_threads(faiss_threads)
 
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        private_dir(self.directory)  # entries' vectors and index files: owner only
         self._index_dir = self.directory / "index"
         self.engine = engine if engine is not None else make_engine(f"sqlite:///{self.directory / 'cache.db'}")
         migrate(self.engine)

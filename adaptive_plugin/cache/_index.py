@@ -24,6 +24,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
+from adaptive_plugin._files import make_dirs
 from adaptive_plugin.errors import CacheIndexError
 
 __all__ = ["PartitionIndex"]
@@ -158,7 +159,7 @@ class PartitionIndex:
             {"sha256": hashlib.sha256(payload).hexdigest(), "count": len(self._ids), "dimensions": self.dimensions,
              "kind": self.kind}
         ).encode()
-        path.parent.mkdir(parents=True, exist_ok=True)
+        make_dirs(path.parent)  # 0700; mkstemp makes the file 0600
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
         try:
             with os.fdopen(fd, "wb") as fh:

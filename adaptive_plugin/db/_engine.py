@@ -13,6 +13,8 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel
 
+from adaptive_plugin._files import private_sqlite_file
+from adaptive_plugin.db._changes import seed_revision
 from adaptive_plugin.errors import DatabaseUnavailableError, SchemaError, StorageError
 
 SCHEMA_VERSION = 2
@@ -38,9 +40,9 @@ def make_engine(url: str) -> Engine:
     except sa.exc.ArgumentError as exc:
         raise SchemaError(f"ADAPTIVE_DATABASE_URL is not a valid database URL: {redact_url(url)}") from exc
     if parsed.drivername.startswith("sqlite"):
-        if parsed.database and parsed.database != ":memory:":
+        if parsed.database and parsed.database != ":memory:" and not parsed.database.startswith("file:"):
             try:
-                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                private_sqlite_file(Path(parsed.database))  # 0600, and so its WAL and shm files
             except OSError as exc:
                 raise StorageError(f"cannot create the directory of the SQLite database {redact_url(url)}: {exc}") from exc
         engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 30}, hide_parameters=True)
@@ -119,6 +121,7 @@ def migrate(engine: Engine) -> int:
             elif engine.dialect.name == "sqlite":
                 conn.exec_driver_sql("BEGIN IMMEDIATE")
             SQLModel.metadata.create_all(conn)
+            seed_revision(conn)
             row = conn.execute(sa.text("SELECT version FROM adaptive_schema_version WHERE id = 1")).first()
             before = int(row[0]) if row else 0
             if before > SCHEMA_VERSION:

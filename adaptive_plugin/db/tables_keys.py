@@ -55,7 +55,7 @@ class ProviderKey(SQLModel, table=True):
     master_key_id: str = Field(max_length=16)
     fingerprint: str = Field(max_length=16)
     last4: str = Field(max_length=4)
-    status: str = Field(default="active", max_length=16)  # active | revoked | invalid
+    status: str = Field(default="active", max_length=16)  # active | revoked | invalid | broken
     status_reason: str | None = Field(default=None, max_length=200)
     spend_cap_usd: str | None = Field(default=None, max_length=32)  # Decimal as text
     spend_cap_period: str | None = Field(default=None, max_length=8)  # day | month

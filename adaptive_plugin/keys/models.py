@@ -130,7 +130,7 @@ class ProviderKeyView(_View):
     priority: int
     fingerprint: str
     last4: str
-    status: Literal["active", "revoked", "invalid"]
+    status: Literal["active", "revoked", "invalid", "broken"]
     status_reason: str | None
     spend_cap_usd: Decimal | None
     spend_cap_period: CapPeriod | None
@@ -165,7 +165,12 @@ class Principal:
 
 @dataclass(slots=True)
 class ResolvedKey:
-    """A decrypted provider key held in memory only for the request path."""
+    """A decrypted provider key held in memory only for the request path.
+
+    `unavailable`: the row cannot be decrypted (marked broken in the vault, or under a master
+    key this process lacks); it is kept in the chain, without a secret, so that key choice skips
+    it as it skips an invalid key and can say why.
+    """
 
     id: str
     provider: str
@@ -175,3 +180,4 @@ class ResolvedKey:
     spend_cap_micros: int | None
     spend_cap_period: str | None
     rpm_limit: int | None
+    unavailable: bool = False

@@ -153,6 +153,8 @@ class KeyResolver:
         return NoKeyAvailableError(self.explain(principal, provider, state, pooled_available=pooled_available))
 
     def _skip_reason(self, key: ResolvedKey, now: float, project_id: str = "") -> str | None:
+        if key.unavailable:
+            return "provider key unavailable"
         h = self._health.get(key.id)
         if h is not None:
             if h.invalid:

@@ -9,18 +9,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import secrets
+from collections.abc import Callable, Iterator
 from decimal import Decimal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import select
+from sqlmodel import Session, select
 
-from adaptive_plugin import providers
+from adaptive_plugin import metrics, providers
 from adaptive_plugin.db import session_scope
+from adaptive_plugin.db._changes import record_change
 from adaptive_plugin.db.tables_keys import Project, ProjectApiKey, ProviderKey, utcnow
 from adaptive_plugin.errors import AuthenticationError, KeysError, NotFoundError, PlanError, VaultError
 from adaptive_plugin.keys.models import (
@@ -37,7 +41,10 @@ from adaptive_plugin.keys.models import (
 )
 from adaptive_plugin.keys.vault import Sealed, Vault, fingerprint
 
+log = logging.getLogger("adaptive_plugin")
+
 API_KEY_PREFIX = "ak-"
+BROKEN_REASON = "the encrypted key failed authentication (altered or copied row); delete it and add the key again"
 _ENV_TAG = {"dev": "dev", "staging": "stg", "production": "prd"}
 
 
@@ -92,12 +99,33 @@ def _provider_key_view(row: ProviderKey) -> ProviderKeyView:
     )
 
 
+class _Change:
+    def __init__(self, session: Session) -> None:
+        self.session = session
+        self.revision: int | None = None
+
+    def record(self, kind: str, project_id: str, key_id: str | None = None) -> None:
+        self.revision = record_change(self.session, kind=kind, project_id=project_id, key_id=key_id)
+
+
 class KeyService:
     """Database operations of the keys capability. Every method is synchronous and short."""
 
     def __init__(self, engine: Engine, vault: Vault) -> None:
         self.engine = engine
         self.vault = vault
+        # called with the new revision after a change has committed (the change feed's Redis)
+        self.on_change: Callable[[int], None] | None = None
+
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[_Change]:
+        """A transaction whose `record()`ed changes bump the shared revision with it, announced
+        to `on_change` once committed."""
+        with session_scope(self.engine) as s:
+            tx = _Change(s)
+            yield tx
+        if tx.revision is not None and self.on_change is not None:
+            self.on_change(tx.revision)
 
     # -- projects ----------------------------------------------------------------------
 
@@ -135,16 +163,15 @@ class KeyService:
             return _project_view(row)
 
     def update_project(self, project_id: str, spec: ProjectUpdate) -> ProjectView:
-        with session_scope(self.engine) as s:
-            row = self._project(s, project_id)
+        with self._changing() as tx:
+            row = self._project(tx.session, project_id)
             changes = spec.model_dump(exclude_unset=True)
             for name, value in changes.items():
                 if name == "allowed_models":
                     value = json.dumps(value) if value is not None else None
                 setattr(row, name, value)
-            s.add(row)
-            # a plan change affects key resolution: bump the keys' sync marker
-            s.execute(sa.update(ProviderKey).where(ProviderKey.project_id == project_id).values(updated_at=utcnow()))
+            tx.session.add(row)
+            tx.record("project", project_id)  # plan, fallback, models: every process reloads the project
             return _project_view(row)
 
     @staticmethod
@@ -179,13 +206,14 @@ class KeyService:
             return [_api_key_view(r) for r in rows]
 
     def revoke_api_key(self, project_id: str, api_key_id: str) -> ApiKeyView:
-        with session_scope(self.engine) as s:
-            row = s.get(ProjectApiKey, api_key_id)
+        with self._changing() as tx:
+            row = tx.session.get(ProjectApiKey, api_key_id)
             if row is None or row.project_id != project_id:
                 raise NotFoundError(f"API key {api_key_id!r} not found in project {project_id!r}")
             if row.revoked_at is None:
                 row.revoked_at = utcnow()
-                s.add(row)
+                tx.session.add(row)
+                tx.record("api_key", project_id, api_key_id)
             return _api_key_view(row)
 
     def authenticate(self, token: str) -> Principal:
@@ -219,7 +247,8 @@ class KeyService:
         provider = providers.require(spec.provider, api_key=spec.api_key)
         spec = spec.model_copy(update={"provider": provider})
         key_id = _new_id("pk")
-        with session_scope(self.engine) as s:
+        with self._changing() as tx:
+            s = tx.session
             project = self._project(s, project_id)
             if project.plan not in BYOK_PLANS:
                 raise PlanError(
@@ -245,6 +274,7 @@ class KeyService:
                 rpm_limit=spec.rpm_limit,
             )
             s.add(row)
+            tx.record("provider_key", project_id, key_id)
         return _provider_key_view(row)
 
     def list_provider_keys(self, project_id: str) -> list[ProviderKeyView]:
@@ -260,29 +290,33 @@ class KeyService:
     def set_provider_key_status(
         self, project_id: str | None, key_id: str, status: str, reason: str | None = None
     ) -> ProviderKeyView:
-        """Revoke, reactivate or mark a key invalid. Revoked keys are never used again until reactivated."""
-        with session_scope(self.engine) as s:
-            row = s.get(ProviderKey, key_id)
+        """Revoke, reactivate or mark a key invalid. Once this returns, no worker or replica starts
+        another call with a key revoked or marked invalid here (see adaptive_plugin.changes)."""
+        with self._changing() as tx:
+            row = tx.session.get(ProviderKey, key_id)
             if row is None or (project_id is not None and row.project_id != project_id):
                 raise NotFoundError(f"provider key {key_id!r} not found")
             row.status = status
             row.status_reason = reason
             row.updated_at = utcnow()
-            s.add(row)
+            tx.session.add(row)
+            tx.record("provider_key", row.project_id, key_id)
             return _provider_key_view(row)
 
     def delete_provider_key(self, project_id: str, key_id: str) -> None:
-        with session_scope(self.engine) as s:
-            row = s.get(ProviderKey, key_id)
+        with self._changing() as tx:
+            row = tx.session.get(ProviderKey, key_id)
             if row is None or row.project_id != project_id:
                 raise NotFoundError(f"provider key {key_id!r} not found")
-            s.delete(row)  # the row count in keys_version() changes, so other processes resync
+            tx.session.delete(row)
+            tx.record("provider_key", project_id, key_id)
 
     def rotate_provider_key(self, project_id: str, key_id: str, new_secret: str) -> tuple[ProviderKeyView, ProviderKeyView]:
         """Add `new_secret` in the old key's place (provider, priority, caps) and revoke the old key,
         in one transaction: either both happen or neither. Returns (new, old)."""
         new_id = _new_id("pk")
-        with session_scope(self.engine) as s:
+        with self._changing() as tx:
+            s = tx.session
             project = self._project(s, project_id)
             if project.plan not in BYOK_PLANS:
                 raise PlanError(f"project {project.name!r} is on the {project.plan} plan; Bring Your Own Keys needs "
@@ -310,11 +344,13 @@ class KeyService:
             old.status, old.status_reason, old.updated_at = "revoked", f"rotated to {new_fingerprint}", now
             s.add(new)
             s.add(old)
+            tx.record("provider_key", project_id, key_id)  # the old key is out everywhere at once
             return _provider_key_view(new), _provider_key_view(old)
 
     def update_provider_key(self, project_id: str, key_id: str, changes: dict[str, object]) -> ProviderKeyView:
         """Set priority, spending cap (`spend_cap_usd` with `spend_cap_period`) or rpm limit; None clears."""
-        with session_scope(self.engine) as s:
+        with self._changing() as tx:
+            s = tx.session
             row = s.get(ProviderKey, key_id)
             if row is None or row.project_id != project_id:
                 raise NotFoundError(f"provider key {key_id!r} not found")
@@ -331,6 +367,7 @@ class KeyService:
                 row.rpm_limit = int(limit) if limit is not None else None  # type: ignore[call-overload]
             row.updated_at = utcnow()
             s.add(row)
+            tx.record("provider_key", project_id, key_id)
             return _provider_key_view(row)
 
     def reorder_provider_keys(self, project_id: str, environment: str, provider: str,
@@ -338,7 +375,8 @@ class KeyService:
         """Give the keys of one environment and provider priorities 10, 20, ... in the order given;
         every key of that scope that is not revoked must be named once."""
         provider = provider.strip().lower()
-        with session_scope(self.engine) as s:
+        with self._changing() as tx:
+            s = tx.session
             self._project(s, project_id)
             rows = {r.id: r for r in s.exec(select(ProviderKey).where(
                 ProviderKey.project_id == project_id, ProviderKey.environment == environment,
@@ -351,10 +389,17 @@ class KeyService:
             for position, kid in enumerate(key_ids, start=1):
                 rows[kid].priority, rows[kid].updated_at = position * 10, now
                 s.add(rows[kid])
+            tx.record("provider_key", project_id)
             return [_provider_key_view(rows[k]) for k in key_ids]
 
     def active_keys(self, project_id: str, environment: str) -> list[ResolvedKey]:
-        """Decrypted active keys of a project environment, by provider then priority."""
+        """Decrypted active keys of a project environment, by provider then priority.
+
+        A row that cannot be decrypted does not stop the others: it comes back `unavailable`
+        (no secret), so key choice skips it like an invalid key. A row that fails authentication
+        under a configured master key was altered: it is marked broken for every process (see
+        `vault_failure`); a row under a master key this process lacks is only skipped here.
+        """
         with session_scope(self.engine) as s:
             rows = list(
                 s.exec(
@@ -362,14 +407,21 @@ class KeyService:
                     .where(
                         ProviderKey.project_id == project_id,
                         ProviderKey.environment == environment,
-                        ProviderKey.status == "active",
+                        ProviderKey.status.in_(("active", "broken")),  # type: ignore[attr-defined]
                     )
                     .order_by(ProviderKey.provider, ProviderKey.priority, ProviderKey.created_at)
                 )
             )
         out = []
         for row in rows:
-            secret = self._decrypt(row)
+            secret = ""
+            unavailable = row.status == "broken"
+            if not unavailable:
+                try:
+                    secret = self._decrypt(row)
+                except VaultError:
+                    self.vault_failure(row)
+                    unavailable = True
             cap = Decimal(row.spend_cap_usd) if row.spend_cap_usd else None
             out.append(
                 ResolvedKey(
@@ -382,6 +434,7 @@ class KeyService:
                     spend_cap_micros=int(cap * 1_000_000) if cap is not None else None,
                     spend_cap_period=row.spend_cap_period,
                     rpm_limit=row.rpm_limit,
+                    unavailable=unavailable,
                 )
             )
         return out
@@ -408,11 +461,39 @@ class KeyService:
             })
         return out
 
-    def keys_version(self) -> tuple[object, int]:
-        """A cheap marker that changes whenever any provider key changes (for cross-process sync)."""
-        with session_scope(self.engine) as s:
-            row = s.execute(sa.select(sa.func.max(ProviderKey.updated_at), sa.func.count(ProviderKey.id))).one()
-            return (row[0], int(row[1]))
+    def vault_failure(self, row: ProviderKey) -> str:
+        """Count and log (without secrets) a row that does not decrypt; mark it broken when it
+        failed authentication under a configured master key. Returns the reason."""
+        if row.master_key_id not in self.vault.key_ids:
+            log.error("adaptive: provider key %s (project %s, %s, fingerprint %s) is encrypted under master key id "
+                      "%s, which is not in ADAPTIVE_MASTER_KEYS: skipped by this process", row.id, row.project_id,
+                      row.provider, row.fingerprint, row.master_key_id)
+            metrics.VAULT_FAILURES.labels(reason="unknown_master_key").inc()
+            return "unknown_master_key"
+        self._log_broken(row, marked=self._mark_broken(row))
+        return "authentication"
+
+    @staticmethod
+    def _log_broken(row: ProviderKey, *, marked: bool) -> None:
+        log.error("adaptive: provider key %s (project %s, %s, %s, fingerprint %s) failed authentication in the "
+                  "vault (the row was altered or copied): %s; delete it and add the key again", row.id,
+                  row.project_id, row.environment, row.provider, row.fingerprint,
+                  "marked broken" if marked else "already marked broken")
+        metrics.VAULT_FAILURES.labels(reason="authentication").inc()
+
+    def _mark_broken(self, row: ProviderKey) -> bool:
+        """Broken for every process, unless the row changed since it was read (re-encrypted)."""
+        with self._changing() as tx:
+            result = tx.session.execute(
+                sa.update(ProviderKey)
+                .where(ProviderKey.id == row.id, ProviderKey.nonce == row.nonce,  # type: ignore[arg-type]
+                       ProviderKey.status.in_(("active", "invalid", "revoked")))  # type: ignore[attr-defined]
+                .values(status="broken", status_reason=BROKEN_REASON, updated_at=utcnow())
+            )
+            marked = bool(result.rowcount)  # type: ignore[attr-defined]
+            if marked:
+                tx.record("provider_key", row.project_id, row.id)
+            return marked
 
     def _decrypt(self, row: ProviderKey) -> str:
         """The plaintext of a row; the associated data binds it to the row's own scope and id."""
@@ -423,36 +504,96 @@ class KeyService:
 
     # -- master keys -----------------------------------------------------------------------
 
-    def check_vault(self) -> int:
-        """Decrypt one row per master key id in use; VaultError names the first that fails."""
+    def check_vault(self, *, sample: int = 20) -> int:
+        """Start-up check: every master key id in use is configured, and under each one some row
+        decrypts. VaultError names the first master key that fails so (a wrong key list);
+        a few damaged rows are not fatal: those in the sample are marked broken. Returns the
+        number of master key ids checked."""
         checked = 0
         with session_scope(self.engine) as s:
             ids = [r[0] for r in s.execute(sa.select(ProviderKey.master_key_id).distinct())]
             for mk in ids:
-                row = s.exec(select(ProviderKey).where(ProviderKey.master_key_id == mk).limit(1)).first()
-                assert row is not None
-                self._decrypt(row)
+                if mk not in self.vault.key_ids:
+                    raise VaultError(
+                        f"provider keys are encrypted under master key id {mk}, which is not in ADAPTIVE_MASTER_KEYS"
+                    )
+                rows = list(s.exec(select(ProviderKey).where(ProviderKey.master_key_id == mk,
+                                                             ProviderKey.status != "broken").limit(sample)))
+                failed = []
+                for row in rows:
+                    try:
+                        self._decrypt(row)
+                        break
+                    except VaultError:
+                        failed.append(row)
+                else:
+                    if rows:
+                        raise VaultError(
+                            f"none of {len(rows)} provider keys under master key id {mk} decrypts: the master key "
+                            "is wrong or the rows were altered"
+                        )
+                for row in failed:
+                    self.vault_failure(row)
                 checked += 1
         return checked
 
-    def rotate_encryption(self, *, batch_size: int = 200) -> int:
-        """Re-encrypt every row not under the newest master key; returns the number re-encrypted."""
-        done = 0
+    def vault_report(self, *, batch_size: int = 500) -> tuple[int, list[dict[str, str]]]:
+        """Every provider key row read and decrypted (none changed): how many, and those that do
+        not decrypt or are marked broken, named for the operator (ids, never secrets)."""
+        checked, bad = 0, []
+        after = ""
         while True:
             with session_scope(self.engine) as s:
-                rows = list(
-                    s.exec(select(ProviderKey).where(ProviderKey.master_key_id != self.vault.current_id).limit(batch_size))
-                )
+                rows = list(s.exec(select(ProviderKey).where(ProviderKey.id > after)
+                                   .order_by(ProviderKey.id).limit(batch_size)))
+            if not rows:
+                return checked, bad
+            for row in rows:
+                checked += 1
+                problem = None
+                if row.status == "broken":
+                    problem = row.status_reason or BROKEN_REASON
+                elif row.master_key_id not in self.vault.key_ids:
+                    problem = f"encrypted under master key id {row.master_key_id}, not in ADAPTIVE_MASTER_KEYS"
+                else:
+                    try:
+                        self._decrypt(row)
+                    except VaultError:
+                        problem = "fails authentication: the row was altered or copied from another project"
+                if problem is not None:
+                    bad.append({"id": row.id, "project_id": row.project_id, "environment": row.environment,
+                                "provider": row.provider, "fingerprint": row.fingerprint, "status": row.status,
+                                "problem": problem})
+            after = rows[-1].id
+
+    def rotate_encryption(self, *, batch_size: int = 200) -> int:
+        """Re-encrypt every row not under the newest master key; returns the number re-encrypted.
+        Broken rows stay as they are (marked broken when found); a row under a master key that is
+        not configured stops the rotation with VaultError naming it."""
+        done = 0
+        while True:
+            with self._changing() as tx:
+                s = tx.session
+                rows = list(s.exec(select(ProviderKey).where(ProviderKey.master_key_id != self.vault.current_id,
+                                                             ProviderKey.status != "broken").limit(batch_size)))
                 if not rows:
                     return done
                 for row in rows:
-                    sealed = self.vault.encrypt(
-                        self._decrypt(row), project_id=row.project_id, environment=row.environment,
-                        provider=row.provider, key_id=row.id,
-                    )
+                    try:
+                        secret = self._decrypt(row)
+                    except VaultError:
+                        if row.master_key_id not in self.vault.key_ids:
+                            raise
+                        row.status, row.status_reason, row.updated_at = "broken", BROKEN_REASON, utcnow()
+                        s.add(row)
+                        tx.record("provider_key", row.project_id, row.id)
+                        self._log_broken(row, marked=True)
+                        continue
+                    sealed = self.vault.encrypt(secret, project_id=row.project_id, environment=row.environment,
+                                                provider=row.provider, key_id=row.id)
                     row.ciphertext, row.nonce, row.master_key_id = sealed.ciphertext, sealed.nonce, sealed.master_key_id
                     s.add(row)
-                done += len(rows)
+                    done += 1
 
 
 __all__ = ["API_KEY_PREFIX", "KeyService", "VaultError", "hash_api_key"]

@@ -87,6 +87,9 @@ app.kubernetes.io/part-of: adaptive-plugin
 {{/* The proxy config with the Redis router settings filled in (as os.environ references). */}}
 {{- define "adaptive.proxyConfig" -}}
 {{- $cfg := deepCopy .Values.proxyConfig -}}
+{{- $ls := get $cfg "litellm_settings" | default dict -}}
+{{- $_ := set $ls "require_auth_for_metrics_endpoint" .Values.metrics.auth.enabled -}}
+{{- $_ := set $cfg "litellm_settings" $ls -}}
 {{- if .Values.redis.enabled -}}
 {{- $router := dict -}}
 {{- if hasKey $cfg "router_settings" -}}{{- $router = get $cfg "router_settings" | default dict -}}{{- end -}}
@@ -155,16 +158,22 @@ why, and what to set instead. Included from every template that depends on them.
 {{- fail (printf "%s secrets.providerKeys.%s: ADAPTIVE_* names are the plugin's settings, not provider keys." $p $name) -}}
 {{- end -}}
 {{- end -}}
-{{- $reserved := list "state_dir" "database_url" "master_keys" "embedding_model_dir" -}}
+{{- $reserved := list "state_dir" "database_url" "master_keys" "embedding_model_dir" "metrics_token" -}}
 {{- range $name, $_ := .Values.adaptive.settings -}}
 {{- if has (lower $name) $reserved -}}
-{{- fail (printf "%s adaptive.settings.%s is set by the chart (see adaptive.stateDir, adaptive.embeddingModelDir, postgresql.*, secrets.adaptiveMasterKeys)." $p $name) -}}
+{{- fail (printf "%s adaptive.settings.%s is set by the chart (see adaptive.stateDir, adaptive.embeddingModelDir, postgresql.*, secrets.adaptiveMasterKeys, metrics.auth.token)." $p $name) -}}
 {{- end -}}
 {{- end -}}
 {{- $cfg := .Values.proxyConfig -}}
 {{- $ls := $cfg.litellm_settings | default dict -}}
-{{- if and .Values.metrics.serviceMonitor.enabled (ne (toString (get $ls "require_auth_for_metrics_endpoint")) "false") -}}
-{{- fail (printf "%s metrics.serviceMonitor.enabled, but proxyConfig.litellm_settings.require_auth_for_metrics_endpoint is not false: LiteLLM would answer Prometheus's scrapes of /metrics with 401. Set it to false (and keep /metrics off public ingress)." $p) -}}
+{{- if hasKey $ls "require_auth_for_metrics_endpoint" -}}
+{{- fail (printf "%s proxyConfig.litellm_settings.require_auth_for_metrics_endpoint is set by the chart from metrics.auth.enabled (which also gives the ServiceMonitor its token); set that instead." $p) -}}
+{{- end -}}
+{{- if and .Values.metrics.auth.token .Values.secrets.existingSecret -}}
+{{- fail (printf "%s secrets.existingSecret is set, so metrics.auth.token would be ignored; put the token in that Secret as ADAPTIVE_METRICS_TOKEN instead." $p) -}}
+{{- end -}}
+{{- if and (not .Values.metrics.auth.enabled) (has (toString (get .Values.adaptive.settings "metrics_project_labels")) (list "true" "1" "yes" "on")) -}}
+{{- fail (printf "%s adaptive.settings.metrics_project_labels puts every project's id on /metrics, but metrics.auth.enabled is false: anyone who reaches the port could read them (the plugin refuses to start so). Turn metrics.auth on or the project labels off." $p) -}}
 {{- end -}}
 {{- $gs := $cfg.general_settings | default dict -}}
 {{- if and $gs.master_key (ne (toString $gs.master_key) "os.environ/LITELLM_MASTER_KEY") -}}
@@ -214,7 +223,7 @@ why, and what to set instead. Included from every template that depends on them.
 
 {{/* Changes when any chart-managed secret value changes (generated keys are kept, so they do not count). */}}
 {{- define "adaptive.secretChecksum" -}}
-{{- $src := dict "secrets" .Values.secrets "db" .Values.postgresql "redis" .Values.redis -}}
+{{- $src := dict "secrets" .Values.secrets "db" .Values.postgresql "redis" .Values.redis "metrics" .Values.metrics.auth -}}
 {{- toJson $src | sha256sum -}}
 {{- end -}}
 

@@ -112,10 +112,22 @@ BAD_VALUES: dict[str, tuple[dict, str]] = {
          "postgresql": {"enabled": True, "url": "postgresql://u:p@db:5432/adaptive"}},
         r"persistence\.enabled keeps the state dir on one ReadWriteOnce claim, which 2 replicas cannot share",
     ),
-    "servicemonitor-with-metrics-auth": (
+    "metrics-auth-in-proxy-config": (
         {"metrics": {"serviceMonitor": {"enabled": True}},
-         "proxyConfig": {"litellm_settings": {"require_auth_for_metrics_endpoint": True}}},
-        r"require_auth_for_metrics_endpoint is not false: LiteLLM would answer Prometheus's scrapes of /metrics with 401",
+         "proxyConfig": {"litellm_settings": {"require_auth_for_metrics_endpoint": False}}},
+        r"require_auth_for_metrics_endpoint is set by the chart from metrics\.auth\.enabled",
+    ),
+    "metrics-token-with-existing-secret": (
+        {"secrets": {"existingSecret": "mine"}, "metrics": {"auth": {"token": "t" * 40}}},
+        r"secrets\.existingSecret is set, so metrics\.auth\.token would be ignored",
+    ),
+    "project-labels-on-open-metrics": (
+        {"metrics": {"auth": {"enabled": False}}, "adaptive": {"settings": {"metrics_project_labels": True}}},
+        r"metrics_project_labels puts every project's id on /metrics, but metrics\.auth\.enabled is false",
+    ),
+    "metrics-token-as-plugin-setting": (
+        {"adaptive": {"settings": {"metrics_token": "t" * 40}}},
+        r"adaptive\.settings\.metrics_token is set by the chart",
     ),
     "literal-master-key-in-config": (
         {"proxyConfig": {"model_list": [{"model_name": "m", "litellm_params": {"model": "openai/gpt-4o-mini"}}],
@@ -226,6 +238,21 @@ def _plugin_settings() -> set[str] | None:
     return None
 
 
+def _tenant_labels() -> set[str] | None:
+    """adaptive_plugin.adapters.metrics_guard.TENANT_LABELS, read from the source (None if unavailable)."""
+    src = ROOT / "adaptive_plugin" / "adapters" / "metrics_guard.py"
+    try:
+        tree = ast.parse(src.read_text())
+    except (OSError, SyntaxError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.target.id == "TENANT_LABELS":
+            call = node.value
+            if isinstance(call, ast.Call) and call.args:
+                return set(ast.literal_eval(call.args[0]))
+    return None
+
+
 def _one(docs: list[dict], kind: str, *, hook: bool | None = None) -> list[dict]:
     found = [d for d in docs if d.get("kind") == kind]
     if hook is not None:
@@ -250,6 +277,7 @@ def check_common(docs: list[dict]) -> None:
              "the pod template has no checksum/config annotation")
     _require(pod.get("enableServiceLinks") is False, "enableServiceLinks must be false (ADAPTIVE_* service env vars)")
     _require(pod["securityContext"].get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot must be true")
+    _require(pod["securityContext"].get("runAsUser", 0) != 0, "pod securityContext.runAsUser must not be root")
     containers = pod["containers"] + pod.get("initContainers", [])
     allowed = _plugin_settings()
     for c in containers:
@@ -259,6 +287,10 @@ def check_common(docs: list[dict]) -> None:
         _require("ALL" in (sc.get("capabilities") or {}).get("drop", []), f"container {c['name']}: must drop ALL capabilities")
         mounts = {m["mountPath"] for m in c.get("volumeMounts", [])}
         _require("/tmp" in mounts, f"container {c['name']}: /tmp must be a writable mount")
+        home = {e["name"]: e.get("value", "") for e in c.get("env", [])}
+        # onnxruntime keeps a device id under $HOME/.cache: on a read-only root it must be /tmp
+        for name in ("HOME", "XDG_CACHE_HOME"):
+            _require(home.get(name, "").startswith("/tmp"), f"container {c['name']}: {name} must be under /tmp")
         if allowed is not None:
             for env in c.get("env", []):
                 name = env["name"]
@@ -293,9 +325,21 @@ def check_common(docs: list[dict]) -> None:
     gs = cfg["general_settings"]
     _require(gs.get("custom_auth") == "adaptive_plugin.adapters.auth.user_api_key_auth", "custom_auth missing")
     _require(gs.get("master_key") == "os.environ/LITELLM_MASTER_KEY", "master_key must be os.environ/LITELLM_MASTER_KEY")
-    if _one(docs, "ServiceMonitor"):
-        _require(cfg["litellm_settings"].get("require_auth_for_metrics_endpoint") is False,
-                 "a ServiceMonitor scrapes without a key: require_auth_for_metrics_endpoint must be false")
+    tenant = _tenant_labels()
+    _require(tenant is not None and tenant <= set(cfg["litellm_settings"].get("prometheus_exclude_labels") or []),
+             f"proxy.yaml must exclude every tenant label from LiteLLM's metrics: {sorted(tenant or [])}")
+    metrics_auth = cfg["litellm_settings"].get("require_auth_for_metrics_endpoint")
+    _require(isinstance(metrics_auth, bool), "the chart must set require_auth_for_metrics_endpoint (metrics.auth.enabled)")
+    if metrics_auth:
+        ref = (env.get("ADAPTIVE_METRICS_TOKEN") or {}).get("valueFrom", {}).get("secretKeyRef")
+        _require(ref is not None and ref["key"] == "ADAPTIVE_METRICS_TOKEN",
+                 "/metrics requires authentication: the proxy needs ADAPTIVE_METRICS_TOKEN from a Secret")
+        for sm in _one(docs, "ServiceMonitor"):
+            creds = (sm["spec"]["endpoints"][0].get("authorization") or {}).get("credentials") or {}
+            _require(creds == {"name": ref["name"], "key": "ADAPTIVE_METRICS_TOKEN"},
+                     f"the ServiceMonitor must send the scrape token from {ref['name']}: {creds}")
+    else:
+        _require("ADAPTIVE_METRICS_TOKEN" not in env, "open /metrics: no scrape token")
     _require(bool(_one(docs, "Service")), "no Service")
     _require(bool(_one(docs, "PodDisruptionBudget")), "no PodDisruptionBudget")
 
@@ -311,8 +355,13 @@ def check_default(docs: list[dict]) -> None:
     for kind in ("HorizontalPodAutoscaler", "ServiceMonitor"):
         _require(not _one(docs, kind), f"{kind} must be off by default")
     secrets = _one(docs, "Secret")
-    _require(len(secrets) == 1 and {"LITELLM_MASTER_KEY", "ADAPTIVE_MASTER_KEYS"} <= set(secrets[0]["data"]),
-             "the chart's Secret must hold LITELLM_MASTER_KEY and ADAPTIVE_MASTER_KEYS")
+    _require(len(secrets) == 1 and {"LITELLM_MASTER_KEY", "ADAPTIVE_MASTER_KEYS", "ADAPTIVE_METRICS_TOKEN"}
+             <= set(secrets[0]["data"]),
+             "the chart's Secret must hold LITELLM_MASTER_KEY, ADAPTIVE_MASTER_KEYS and ADAPTIVE_METRICS_TOKEN")
+    import yaml
+
+    cfg = yaml.safe_load(next(d for d in _one(docs, "ConfigMap") if "proxy.yaml" in d["data"])["data"]["proxy.yaml"])
+    _require(cfg["litellm_settings"]["require_auth_for_metrics_endpoint"] is True, "/metrics requires a token by default")
 
 
 def check_production(docs: list[dict]) -> None:
@@ -377,6 +426,8 @@ def check_inline_postgres(docs: list[dict]) -> None:
     import yaml
 
     cfg = yaml.safe_load(next(d for d in _one(docs, "ConfigMap") if "proxy.yaml" in d["data"])["data"]["proxy.yaml"])
+    _require(cfg["litellm_settings"]["require_auth_for_metrics_endpoint"] is False and "ADAPTIVE_METRICS_TOKEN" not in data,
+             "metrics.auth.enabled=false: an open /metrics and no scrape token")
     rs = cfg["router_settings"]
     _require(rs.get("redis_host") == "os.environ/REDIS_HOST" and rs.get("redis_password") == "os.environ/REDIS_PASSWORD"
              and rs.get("num_retries") == 3 and "retry_policy" in rs, f"router_settings: {rs}")

@@ -132,7 +132,7 @@ class Gateway:
 
     def metrics(self) -> str:
         with httpx.Client(base_url=self.base_url, timeout=30, transport=RecordingTransport(self.responses_log)) as c:
-            return c.get("/metrics/").text
+            return c.get("/metrics").text
 
 
 def settle(seconds: float = 0.5) -> None:

@@ -4,7 +4,6 @@ and one proxy with two workers whose /metrics add up to the ledger (issue 6)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-import time
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -73,13 +72,12 @@ def test_cache_entry_stored_by_one_replica_is_a_hit_on_the_other(replicas: tuple
     assert b.calls_since(mark) == []
 
 
-def test_revoked_key_on_one_replica_stops_on_the_other_within_seconds(replicas: tuple[Gateway, Gateway]) -> None:
+def test_revoked_key_on_one_replica_stops_on_the_other_at_once(replicas: tuple[Gateway, Gateway]) -> None:
     a, b = replicas
     project = a.project(keys=[("openai", byok_key("revoke-first"), 1), ("openai", byok_key("revoke-second"), 2)])
     client_b = b.client(project.api_key)
     chat(client_b, "warm the key cache", extra_headers={"Cache-Control": "no-store"})
     a.admin("POST", f"/adaptive/projects/{project.id}/provider-keys/{project.keys[0]['id']}/revoke", expect=200)
-    time.sleep(2.0)
     mark = b.mark()
     chat(client_b, "after revocation on a", extra_headers={"Cache-Control": "no-store"})
     assert [c["key_label"] for c in b.calls_since(mark)] == ["revoke-second"]

@@ -201,16 +201,29 @@ def test_status_change_and_delete_are_scoped(svc: KeyService) -> None:
     assert svc.list_provider_keys(a) == []
 
 
-def test_keys_version_changes_on_every_change(svc: KeyService) -> None:
+def test_every_change_bumps_the_shared_revision_in_its_transaction(svc: KeyService, engine: Engine) -> None:
+    from adaptive_plugin.db._changes import changes_since, current_revision
+
+    announced: list[int] = []
+    svc.on_change = announced.append
     pid = team(svc)
-    v0 = svc.keys_version()
+    r0, _ = current_revision(engine)
     key = add_key(svc, pid)
-    v1 = svc.keys_version()
     svc.set_provider_key_status(pid, key, "revoked")
-    v2 = svc.keys_version()
+    api_key = svc.create_api_key(pid, "production")
+    svc.revoke_api_key(pid, api_key.id)
+    svc.revoke_api_key(pid, api_key.id)  # already revoked: no change
+    svc.update_project(pid, ProjectUpdate(fallback="byok_only"))
     svc.delete_provider_key(pid, key)
-    v3 = svc.keys_version()
-    assert v0 != v1 != v2 != v3  # each change is seen by the other processes' next poll
+    revision, changes = changes_since(engine, r0)
+    assert revision == r0 + 5 and announced == list(range(r0 + 1, r0 + 6))
+    assert [(c.kind, c.project_id, c.key_id) for c in changes or []] == [
+        ("provider_key", pid, key), ("provider_key", pid, key), ("api_key", pid, api_key.id),
+        ("project", pid, None), ("provider_key", pid, key)]
+    # a change that fails commits nothing, its revision included
+    with pytest.raises(NotFoundError):
+        svc.set_provider_key_status(pid, "pk_missing", "revoked")
+    assert current_revision(engine)[0] == revision
 
 
 def test_row_copied_to_another_project_fails_to_decrypt(svc: KeyService, engine: Engine) -> None:
@@ -225,8 +238,9 @@ def test_row_copied_to_another_project_fails_to_decrypt(svc: KeyService, engine:
         assert row is not None
         s.add(ProviderKey(**{**row.model_dump(), "id": "pk_stolen", "project_id": b}))
         s.commit()
-    with pytest.raises(VaultError, match="pk_stolen failed authentication"):
-        svc.active_keys(b, "production")
+    [stolen] = svc.active_keys(b, "production")  # the associated data binds it to project a
+    assert stolen.unavailable and stolen.secret == ""
+    assert {v.id: v.status for v in svc.list_provider_keys(b)} == {"pk_stolen": "broken"}
     assert [k.secret for k in svc.active_keys(a, "production")] == [OPENAI_SECRET]
 
 
@@ -248,9 +262,10 @@ def test_rotation_to_a_new_master_key(engine: Engine) -> None:
     assert both.check_vault() == 2
     assert len(both.active_keys(pid, "production")) == 8
 
-    # removing K1 before rotating breaks the old rows, naming the missing key id
+    # removing K1 before rotating: start-up names the missing key id; the old rows are unusable
     with pytest.raises(VaultError, match=master_key_id(K1)):
-        KeyService(engine, Vault([K2])).active_keys(pid, "production")
+        KeyService(engine, Vault([K2])).check_vault()
+    assert sum(not k.unavailable for k in KeyService(engine, Vault([K2])).active_keys(pid, "production")) == 1
 
     assert both.rotate_encryption(batch_size=3) == 7
     assert {v.master_key_id for v in both.list_provider_keys(pid)} == {master_key_id(K2)}
