@@ -85,7 +85,7 @@ def principal(pid: str, fallback: str) -> Principal:
 
 
 def resolver(svc: KeyService) -> KeyResolver:
-    return KeyResolver(load_keys=svc.active_keys, spend_of=lambda k: 0)
+    return KeyResolver(load_keys=svc.active_keys)
 
 
 def test_broken_key_is_skipped_like_an_invalid_one(svc: KeyService, engine: Engine) -> None:
