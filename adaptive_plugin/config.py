@@ -20,6 +20,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,7 +28,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from adaptive_plugin.errors import ConfigError
 
 ENV_PREFIX = "ADAPTIVE_"
-_SECRET_FIELDS = frozenset({"database_url", "master_keys", "metrics_token", "redis_url"})
+_SECRET_FIELDS = frozenset({"database_url", "master_keys", "metrics_token", "redis_url", "redis_password"})
 
 
 class Settings(BaseSettings):
@@ -104,6 +105,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         None, description="Redis URL (redis://[:password@]host:port/db) for state shared by every worker and replica."
     )
+    redis_password: SecretStr | None = Field(
+        None, description="Password for redis_url, kept out of the URL (e.g. from a Kubernetes Secret); wins over one in it."
+    )
     limits_enabled: bool = Field(
         True, description="Enforce spending caps and rate limits (provider keys, projects, environments)."
     )
@@ -154,7 +158,22 @@ class Settings(BaseSettings):
     def _check_model_source(self) -> Settings:
         if self.embedding_model_dir is not None and self.embedding_model_name is not None:
             raise ValueError("set only one of embedding_model_dir and embedding_model_name")
+        if self.redis_password is not None and self.redis_url is None:
+            raise ValueError("redis_password is set but redis_url is not: name the Redis server with ADAPTIVE_REDIS_URL")
         return self
+
+    def resolved_redis_url(self) -> str | None:
+        """`redis_url` with `redis_password` (URL-encoded) in it, or None without Redis."""
+        if self.redis_url is None:
+            return None
+        url = self.redis_url.get_secret_value()
+        if self.redis_password is None:
+            return url
+        parts = urlsplit(url)
+        host = parts.netloc.rsplit("@", 1)[-1]
+        user = parts.username or ""
+        netloc = f"{quote(user, safe='')}:{quote(self.redis_password.get_secret_value(), safe='')}@{host}"
+        return urlunsplit((parts.scheme, netloc, parts.path, parts.query, parts.fragment))
 
     # -- construction --------------------------------------------------------------------
 

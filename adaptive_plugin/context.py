@@ -88,7 +88,7 @@ class PluginContext:
                     resolver.forget(change.key_id)  # reactivated or re-added: no stale health
             return loads
 
-        redis_url = settings.redis_url.get_secret_value() if settings.redis_url is not None else None
+        redis_url = settings.resolved_redis_url()
         changes = ChangeFeed(engine, apply, redis_url=redis_url, poll_seconds=settings.sync_interval_seconds,
                              stale_seconds=settings.sync_interval_seconds)
         keys.on_change = changes.announce
@@ -137,7 +137,7 @@ def open_limits_for(settings: Settings, engine: Engine) -> Limits | None:
         log.warning("adaptive: ADAPTIVE_LIMITS_ENABLED=false: spending caps and rate limits are not enforced")
         return None
     return open_limits(
-        engine, redis_url=settings.redis_url.get_secret_value() if settings.redis_url else None,
+        engine, redis_url=settings.resolved_redis_url(),
         redis_prefix=settings.limits_redis_prefix, redis_fallback=settings.limits_redis_fallback,
         hold_seconds=settings.limits_hold_seconds, sync_seconds=settings.sync_interval_seconds,
     )

@@ -431,6 +431,11 @@ def check_inline_postgres(docs: list[dict]) -> None:
     rs = cfg["router_settings"]
     _require(rs.get("redis_host") == "os.environ/REDIS_HOST" and rs.get("redis_password") == "os.environ/REDIS_PASSWORD"
              and rs.get("num_retries") == 3 and "retry_policy" in rs, f"router_settings: {rs}")
+    plugin_redis = {e["name"]: e for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
+    _require(str(plugin_redis.get("ADAPTIVE_REDIS_URL", {}).get("value", "")).startswith("redis://")
+             and "@" not in plugin_redis["ADAPTIVE_REDIS_URL"]["value"]
+             and "secretKeyRef" in plugin_redis.get("ADAPTIVE_REDIS_PASSWORD", {}).get("valueFrom", {}),
+             "redis.enabled: the plugin gets ADAPTIVE_REDIS_URL (no password in it) and ADAPTIVE_REDIS_PASSWORD from the Secret")
 
 
 def check_sqlite_pvc(docs: list[dict]) -> None:
@@ -443,6 +448,8 @@ def check_sqlite_pvc(docs: list[dict]) -> None:
     _require(len(pvc) == 1 and pvc[0]["spec"].get("storageClassName") == "", "storageClass '-' must render as \"\"")
     env = {e["name"] for e in dep["spec"]["template"]["spec"]["containers"][0]["env"]}
     _require("REDIS_HOST" in env and "REDIS_PASSWORD" not in env, "Redis without a password: no REDIS_PASSWORD")
+    _require("ADAPTIVE_REDIS_URL" in env and "ADAPTIVE_REDIS_PASSWORD" not in env,
+             "Redis without a password: ADAPTIVE_REDIS_URL and no ADAPTIVE_REDIS_PASSWORD")
     pdb = _one(docs, "PodDisruptionBudget")[0]
     _require(pdb["spec"].get("minAvailable") == "50%" and "maxUnavailable" not in pdb["spec"], f"pdb: {pdb['spec']}")
     dash = [d for d in _one(docs, "ConfigMap") if "adaptive.json" in (d.get("data") or {})][0]

@@ -169,3 +169,26 @@ def test_every_field_is_described_and_defaulted() -> None:
     for name, field in Settings.model_fields.items():
         assert field.description, name
         assert not field.is_required(), name
+
+
+def test_redis_password_is_url_encoded_into_the_url_and_never_shown() -> None:
+    from adaptive_plugin.config import Settings
+
+    base = {"ADAPTIVE_MASTER_KEYS": Settings.generate_master_key()}
+    s = Settings.from_env({**base, "ADAPTIVE_REDIS_URL": "redis://cache.internal:6380/2",
+                           "ADAPTIVE_REDIS_PASSWORD": "p@ss:w/rd?#"})
+    assert s.resolved_redis_url() == "redis://:p%40ss%3Aw%2Frd%3F%23@cache.internal:6380/2"
+    assert s.redacted()["redis_password"] == "***" and "p@ss" not in str(s.redacted())
+    inline = Settings.from_env({**base, "ADAPTIVE_REDIS_URL": "redis://:old@cache:6379/0", "ADAPTIVE_REDIS_PASSWORD": "new"})
+    assert inline.resolved_redis_url() == "redis://:new@cache:6379/0"
+    assert Settings.from_env(base).resolved_redis_url() is None
+
+
+def test_a_redis_password_without_a_redis_url_is_a_startup_error() -> None:
+    import pytest
+
+    from adaptive_plugin.config import Settings
+    from adaptive_plugin.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="redis_password is set but redis_url is not"):
+        Settings.from_env({"ADAPTIVE_MASTER_KEYS": Settings.generate_master_key(), "ADAPTIVE_REDIS_PASSWORD": "x"})
