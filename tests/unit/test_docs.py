@@ -128,3 +128,17 @@ def test_metric_names_follow_the_convention() -> None:
             assert name.endswith("_seconds"), name
         if isinstance(metric, Gauge):
             assert metric._multiprocess_mode != "all", name  # type: ignore[attr-defined]
+
+
+# -- the threat model ------------------------------------------------------------------------
+
+
+def test_every_security_test_module_is_named_in_the_threat_model() -> None:
+    """docs/security.md names the test that closes each door: every attack-class module is
+    there, and every test path it names exists."""
+    root = Path(__file__).resolve().parents[2]
+    text = (root / "docs" / "security.md").read_text()
+    modules = sorted(p.relative_to(root).as_posix() for p in (root / "tests" / "security").glob("test_*.py"))
+    assert modules and [m for m in modules if f"`{m}`" not in text] == []
+    named = set(re.findall(r"`(tests/[\w/.]+)`", text))
+    assert sorted(n for n in named if not (root / n).exists()) == []
