@@ -213,7 +213,10 @@ def read_rows(path: Path) -> list[dict[str, Any]]:
 
 def embed_texts(texts: Sequence[str], embedder: Embedder, *, cache_dir: Path | None = None) -> np.ndarray:
     """Embed `texts` shortest-first in batches (less padding); cache the result by content hash."""
-    digest = hashlib.sha256("\x1e".join([getattr(embedder, "identity", ""), *texts]).encode("utf-8")).hexdigest()[:24]
+    # "request-path": the vectors of `Embedder.embed` since it embeds as requests do (one text per
+    # run for a model whose batches are not exact); older caches hold batched vectors
+    digest = hashlib.sha256("\x1e".join([getattr(embedder, "identity", ""), "request-path", *texts])
+                            .encode("utf-8")).hexdigest()[:24]
     cache = (cache_dir or _cache_dir()) / f"routing-embeddings-{digest}.npy"
     if cache.is_file():
         cached = np.load(cache)
