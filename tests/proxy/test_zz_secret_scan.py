@@ -1,6 +1,6 @@
-"""After the proxy tests ran: no provider key, master key or vault key in anything they wrote.
+"""After every other test ran: no provider key, master key or vault key in anything they wrote.
 
-Runs last in tests/proxy (file order). It scans every file under pytest's base temporary
+Runs last in the whole run (`tests/conftest.py` moves it there). It scans every file under pytest's base temporary
 directory (proxy logs, SQLite databases and WAL files, FAISS index files, recorded responses
 and error bodies) and the live /metrics text, for every key string the suite used.
 """
