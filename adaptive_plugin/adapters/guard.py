@@ -44,7 +44,7 @@ from adaptive_plugin.boundary import (
     forbidden_by_pattern,
     is_public,
 )
-from adaptive_plugin.errors import BoundaryError, ForbiddenParameterError, InvalidRequestError
+from adaptive_plugin.errors import BoundaryError, ConfigError, ForbiddenParameterError, InvalidRequestError
 
 # Body names of LiteLLM's OpenAI-compatible parameter list that are client options, not model
 # parameters: where the call goes, with which credentials, and how often it is retried
@@ -415,6 +415,35 @@ async def _send_error(send: Any, status: int, code: str, message: str, param: st
     await send({"type": "http.response.body", "body": body})
 
 
+def check_url_validation(litellm_settings: dict[str, Any], *, live: bool = True) -> None:
+    """Refuse to serve tenants with LiteLLM's download guard off.
+
+    For some providers LiteLLM downloads the media a request names (image URLs, file ids that are
+    URLs, Anthropic-style `source.url`). Its guard (`litellm_settings.user_url_validation`, on by
+    default) resolves the hostname once, refuses private, loopback, link-local and cloud-metadata
+    addresses and pins the connection to the checked address, redirect by redirect. The boundary
+    checks only names (`boundary.request`), so without LiteLLM's guard a tenant could reach the
+    proxy's network through a hostname that resolves inside it. `live` is LiteLLM's current value.
+    """
+    configured = litellm_settings.get("user_url_validation", True)
+    if not (configured is True or str(configured).strip().lower() in {"true", "1", "yes", "on"}) or not live:
+        raise ConfigError(
+            "litellm_settings.user_url_validation is off: every tenant could make the gateway download from "
+            "addresses inside its network. Remove the setting; list trusted internal media hosts in "
+            "litellm_settings.user_url_allowed_hosts instead")
+
+
+def check_startup_url_validation() -> None:
+    """`check_url_validation` for the proxy's config file, if the plugin runs inside a proxy that loaded one."""
+    import litellm
+
+    from adaptive_plugin.adapters import pricing
+
+    path = pricing.proxy_config_path()
+    settings = pricing.config_litellm_settings(path) if path is not None else {}
+    check_url_validation(settings, live=bool(getattr(litellm, "user_url_validation", True)))
+
+
 def install_guard(app: Any, *, master_key: Callable[[], str | None], forbidden: Collection[str],
                   opened: Iterable[str] = ()) -> RouteGuard:
     """Wrap the app router's middleware stack with the guard (once per process)."""
@@ -426,5 +455,6 @@ def install_guard(app: Any, *, master_key: Callable[[], str | None], forbidden: 
     return guard
 
 
-__all__ = ["RouteGuard", "RouteInfo", "forbidden_body_fields", "forbidden_by_pattern", "install_guard",
+__all__ = ["RouteGuard", "RouteInfo", "check_startup_url_validation", "check_url_validation", "forbidden_body_fields",
+           "forbidden_by_pattern", "install_guard",
            "litellm_parameter_names", "model_parameter_names", "route_table"]

@@ -37,7 +37,7 @@ from adaptive_plugin.adapters import limits as limits_glue
 from adaptive_plugin.adapters.cache_backend import AdaptiveCacheBackend, request_params
 from adaptive_plugin.adapters.deployments import provider_of
 from adaptive_plugin.adapters.failures import drop_retry_after, failure_reason, retry_after
-from adaptive_plugin.adapters.guard import forbidden_body_fields, install_guard
+from adaptive_plugin.adapters.guard import check_startup_url_validation, forbidden_body_fields, install_guard
 from adaptive_plugin.adapters.runtime import OPERATOR, Runtime
 from adaptive_plugin.adapters.state import PREFETCH_KEY, STATE_KEY, RequestState, request_metadata
 from adaptive_plugin.billing import Usage
@@ -428,6 +428,7 @@ def build() -> AdaptiveHooks:
     from adaptive_plugin.adapters import pricing
 
     pricing.check_startup_prices()  # a pooled deployment without a price stops the proxy
+    check_startup_url_validation()  # so does LiteLLM's media-download guard turned off
     context = PluginContext.build(Settings.from_env())
     # a clean shutdown (SIGTERM to the proxy or a worker) writes every queued ledger row
     atexit.register(context.close)

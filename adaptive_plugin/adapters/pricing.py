@@ -93,16 +93,26 @@ def config_model_list(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     return models
 
 
+def config_litellm_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The `litellm_settings` of a proxy config file."""
+    config_path = Path(path)
+    try:
+        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the proxy config {config_path}: {exc}") from exc
+    return dict(config.get("litellm_settings") or {})
+
+
 def check_startup_prices() -> None:
     """Check the proxy's config file, if the plugin runs inside a proxy that loaded one."""
-    path = _proxy_config_path()
+    path = proxy_config_path()
     if path is None:
         log.info("adaptive: no proxy config file known; deployment prices are checked when the router starts")
         return
     check_prices(config_model_list(path))
 
 
-def _proxy_config_path() -> str | None:
+def proxy_config_path() -> str | None:
     try:
         from litellm.proxy import proxy_server
     except ImportError:  # pragma: no cover - the proxy extra is a dependency

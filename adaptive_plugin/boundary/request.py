@@ -9,7 +9,7 @@ Two kinds of refusal, each a 400 naming the field:
   (`aws_*`, `*_api_key`, ...). `ALLOWED_LITELLM_FIELDS` are the reviewed exceptions.
 - `InvalidRequestError`: a body that is not a JSON object, or a standard parameter of the
   wrong type or range (`max_tokens: -1`, `temperature: "hot"`, `"content": 42`, a model name
-  with control characters, an image URL that points inside the network).
+  with control characters, an image or file URL that points inside the network).
 
 Fields this module does not know pass through: providers have parameters of their own.
 """
@@ -209,8 +209,15 @@ LIMITS: Mapping[str, Callable[[str, Any], None]] = MappingProxyType({
 })
 
 
+# Anthropic-style content parts whose `source` may be a URL LiteLLM downloads
+_SOURCE_PARTS = frozenset({"image", "document"})
+
+
 def _check_url(where: str, url: Any) -> None:
-    """An image the provider (or LiteLLM) fetches must be data: or https: outside the network."""
+    """Media the provider (or LiteLLM) fetches must be data: or https: outside the network.
+
+    Names are checked here; the addresses a hostname resolves to are checked by LiteLLM's own
+    SSRF guard when it downloads (`user_url_validation`, which the plugin requires on)."""
     if not isinstance(url, str) or not url:
         raise InvalidRequestError(f"{where} must be a non-empty string", param="messages")
     if url.startswith("data:"):
@@ -229,14 +236,28 @@ def _check_url(where: str, url: Any) -> None:
         raise InvalidRequestError(f"{where} must not point at a private, loopback or link-local address", param="messages")
 
 
+def _names_a_url(value: Any) -> bool:
+    """A file id LiteLLM would download: it fetches ids that start with or contain a scheme."""
+    return isinstance(value, str) and ("://" in value or value.lower().startswith("www."))
+
+
 def _content_part(where: str, part: Any) -> None:
     if not isinstance(part, dict) or not isinstance(part.get("type"), str):
         raise InvalidRequestError(f"{where} must be an object with a string 'type'", param="messages")
-    if part["type"] == "text" and not isinstance(part.get("text"), str):
+    kind = part["type"]
+    if kind == "text" and not isinstance(part.get("text"), str):
         raise InvalidRequestError(f"{where}.text must be a string", param="messages")
-    if part["type"] == "image_url":
+    if kind == "image_url":
         image = part.get("image_url")
         _check_url(f"{where}.image_url.url", image.get("url") if isinstance(image, dict) else image)
+    elif kind == "file":
+        file = part.get("file")
+        if not isinstance(file, dict):
+            raise InvalidRequestError(f"{where}.file must be an object", param="messages")
+        if _names_a_url(file.get("file_id")):
+            _check_url(f"{where}.file.file_id", file["file_id"])
+    elif kind in _SOURCE_PARTS and isinstance(part.get("source"), dict) and part["source"].get("type") == "url":
+        _check_url(f"{where}.source.url", part["source"].get("url"))
 
 
 def _messages(messages: Any) -> None:

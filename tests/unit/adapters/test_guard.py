@@ -13,7 +13,8 @@ import pytest
 from fastapi import Depends, FastAPI, Request
 from litellm.proxy.auth.user_api_key_auth import user_api_key_auth
 
-from adaptive_plugin.adapters.guard import forbidden_body_fields, install_guard, route_table
+from adaptive_plugin.adapters.guard import check_url_validation, forbidden_body_fields, install_guard, route_table
+from adaptive_plugin.errors import ConfigError
 
 MASTER = "sk-master-" + "x" * 32
 CHAT = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
@@ -124,3 +125,20 @@ async def test_a_second_credential_is_refused(client: httpx.AsyncClient) -> None
     same = await client.post("/v1/chat/completions", json=CHAT,
                              headers={"x-litellm-api-key": "ak-prd-abc", "Authorization": "Bearer ak-prd-abc"})
     assert same.status_code == 200
+
+
+@pytest.mark.parametrize("settings", [{}, {"user_url_validation": True}, {"user_url_validation": "true"},
+                                      {"user_url_allowed_hosts": ["media.internal"]}])
+def test_litellms_download_guard_on_or_unset_is_accepted(settings: dict) -> None:
+    check_url_validation(settings)
+
+
+@pytest.mark.parametrize("value", [False, None, "false", "off", 0])
+def test_litellms_download_guard_turned_off_stops_start_up(value: object) -> None:
+    with pytest.raises(ConfigError, match="litellm_settings.user_url_validation is off"):
+        check_url_validation({"user_url_validation": value})
+
+
+def test_the_download_guard_turned_off_in_litellm_itself_stops_start_up() -> None:
+    with pytest.raises(ConfigError, match="user_url_allowed_hosts"):
+        check_url_validation({}, live=False)

@@ -98,6 +98,41 @@ def test_public_and_inline_images_pass(url: str) -> None:
     check_chat_body(body(messages=[{"role": "user", "content": [part]}]), forbidden=FORBIDDEN)
 
 
+MEDIA_PARTS = {
+    "file id": lambda url: {"type": "file", "file": {"file_id": url}},
+    "image source": lambda url: {"type": "image", "source": {"type": "url", "url": url}},
+    "document source": lambda url: {"type": "document", "source": {"type": "url", "url": url}},
+}
+
+
+INSIDE_URLS = ["http://example.com/a.pdf", "https://10.0.0.7/a.pdf", "https://[fd00::1]/a.pdf", "https://host.internal/a.pdf"]
+
+
+# LiteLLM fetches a file id that starts with `www.` too (as a URL without its scheme)
+@pytest.mark.parametrize("form, url", [(form, url) for form in sorted(MEDIA_PARTS) for url in INSIDE_URLS]
+                         + [("file id", "www.example.com/a.pdf")])
+def test_file_and_source_urls_that_leave_https_or_point_inside_are_refused(form: str, url: str) -> None:
+    part = MEDIA_PARTS[form](url)
+    with pytest.raises(InvalidRequestError) as err:
+        check_chat_body(body(messages=[{"role": "user", "content": [part]}]), forbidden=FORBIDDEN)
+    assert "messages[0].content[0]." + ("file.file_id" if form == "file id" else "source.url") in str(err.value)
+
+
+@pytest.mark.parametrize("part", [
+    {"type": "file", "file": {"file_id": "file-abc123"}},
+    {"type": "file", "file": {"file_id": "https://generativelanguage.googleapis.com/v1beta/files/abc"}},
+    {"type": "file", "file": {"file_data": "data:application/pdf;base64,JVBERi0=", "filename": "a.pdf"}},
+    {"type": "document", "source": {"type": "url", "url": "https://example.com/a.pdf"}},
+    {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}},
+])
+def test_provider_file_ids_public_urls_and_inline_media_pass(part: dict) -> None:
+    check_chat_body(body(messages=[{"role": "user", "content": [part]}]), forbidden=FORBIDDEN)
+
+
+def test_a_file_part_needs_a_file_object() -> None:
+    refused(body(messages=[{"role": "user", "content": [{"type": "file", "file": "https://example.com/a.pdf"}]}]))
+
+
 def test_assistant_turns_may_carry_tool_calls_without_content() -> None:
     messages = [{"role": "user", "content": "weather?"},
                 {"role": "assistant", "content": None, "tool_calls": [{"id": "1", "type": "function",
