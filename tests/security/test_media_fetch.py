@@ -121,14 +121,14 @@ def test_a_hostname_that_resolves_inside_the_network_is_never_fetched(gateway: G
     assert "Unable to fetch image from URL" in str(err.value)
     time.sleep(0.5)
     assert listener.connections == 0
-    # nor was the request sent to a provider (model listings, which other parts of the gateway
-    # make in the background, are not this request)
+    # nor was the request sent to a provider (model listings, GET /models with no model, are not
+    # requests; full runs record a few on the pooled keys from elsewhere in the suite)
     sent = [c for c in gateway.calls_since(mark) if c["model"] is not None]
     assert sent == [], sent
     # the request's fault, not the key's: the tenant's key serves its next request at once
     _, headers = chat(client, "a plain question", model=model, extra_headers={"Cache-Control": "no-store"})
     assert headers["x-adaptive-key-source"] == "byok" and "x-adaptive-fallbacks" not in headers
-    assert [c["key_label"] for c in gateway.calls_since(mark)] == [label]
+    assert [c["key_label"] for c in gateway.calls_since(mark) if c["model"] is not None] == [label]
 
 
 @pytest.mark.parametrize("part, field", [

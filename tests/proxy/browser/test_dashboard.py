@@ -16,12 +16,11 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 import httpx
 import pytest
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException
+from selenium.common.exceptions import NoAlertPresentException, StaleElementReferenceException, WebDriverException
 from selenium.webdriver.common.action_chains import ActionChains
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.expected_conditions import staleness_of
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
 from tests.proxy.gateway import FAKE_KEYS, Gateway, byok_key, chat
@@ -30,6 +29,21 @@ from tests.proxy.selfservice import admin_project
 pytestmark = pytest.mark.browser
 NO_STORE = {"Cache-Control": "no-store, no-cache"}
 Shot = Callable[..., Path]
+
+
+def replaced(element: WebElement) -> bool:
+    """The element's document is gone (the form's answer has loaded). Chromedriver reports an
+    element of a document it is replacing either as stale or, mid-navigation, as a node that
+    "does not belong to the document"."""
+    try:
+        element.is_enabled()
+    except StaleElementReferenceException:
+        return True
+    except WebDriverException as exc:
+        if "does not belong to the document" in str(exc):
+            return True
+        raise
+    return False
 
 
 class Page:
@@ -85,7 +99,7 @@ class Page:
             self.d.switch_to.alert.accept()
         except NoAlertPresentException:
             pass
-        WebDriverWait(self.d, 15).until(staleness_of(old))
+        WebDriverWait(self.d, 15).until(lambda _: replaced(old))
 
     def tab(self) -> WebElement:
         ActionChains(self.d).send_keys(Keys.TAB).perform()
