@@ -80,13 +80,17 @@ def log_unpriced(model_list: Iterable[dict[str, Any]]) -> None:
                   _label(info))
 
 
+def _read_config(config_path: Path, purpose: str) -> dict[str, Any]:
+    try:
+        return yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"cannot read the proxy config {config_path} to {purpose}: {exc}") from exc
+
+
 def config_model_list(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """The `model_list` of a proxy config file and of the files it `include`s."""
     config_path = Path(path)
-    try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read the proxy config {config_path} to check deployment prices: {exc}") from exc
+    config = _read_config(config_path, "check deployment prices")
     models = list(config.get("model_list") or [])
     for include in config.get("include") or []:
         models.extend(config_model_list(config_path.parent / str(include)))
@@ -95,12 +99,7 @@ def config_model_list(path: str | os.PathLike[str]) -> list[dict[str, Any]]:
 
 def config_litellm_settings(path: str | os.PathLike[str]) -> dict[str, Any]:
     """The `litellm_settings` of a proxy config file."""
-    config_path = Path(path)
-    try:
-        config = yaml.safe_load(config_path.read_text(encoding="utf-8")) or {}
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"cannot read the proxy config {config_path}: {exc}") from exc
-    return dict(config.get("litellm_settings") or {})
+    return dict(_read_config(Path(path), "check its litellm_settings").get("litellm_settings") or {})
 
 
 def check_startup_prices() -> None:
