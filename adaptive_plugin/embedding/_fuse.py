@@ -103,14 +103,7 @@ def _rewrite(model: onnx.ModelProto) -> None:
         node, last = _gelu(g, erf)
         new.append(node)
         replaced.append(last)
-    graph = model.graph
-    for node in replaced:
-        graph.node.remove(node)
-    graph.node.extend(new)
-    _drop_unused(graph)
-    _sort(graph)
-    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
-        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    _splice(model, replaced, new)
 
 
 def _attention(g: _Graph, softmax: onnx.NodeProto, mask: str) -> tuple[onnx.NodeProto, onnx.NodeProto]:
@@ -243,3 +236,16 @@ def _sort(graph: onnx.GraphProto) -> None:
         pending = waiting
     del graph.node[:]
     graph.node.extend(ordered)
+
+
+def _splice(model: onnx.ModelProto, replaced: list[onnx.NodeProto], added: list[onnx.NodeProto]) -> None:
+    """Put `added` in place of `replaced`, drop what no output reads any more, restore the node
+    order ONNX requires, and declare the com.microsoft operator set the new nodes may use."""
+    graph = model.graph
+    for node in replaced:
+        graph.node.remove(node)
+    graph.node.extend(added)
+    _drop_unused(graph)
+    _sort(graph)
+    if not any(o.domain == MS_DOMAIN for o in model.opset_import):
+        model.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))

@@ -102,16 +102,10 @@ def quantize_rows(model: onnx.ModelProto) -> onnx.ModelProto:
     if not replaced:
         raise ValueError("the model has no matrix product by a constant weight")
     tables = _quantize_tables(graph, weights, constants, added)
-    for node in replaced + tables:
-        graph.node.remove(node)
-    graph.node.extend(added)
     graph.initializer.extend(constants)
-    from adaptive_plugin.embedding._fuse import _drop_unused, _sort
+    from adaptive_plugin.embedding._fuse import _splice
 
-    _drop_unused(graph)
-    _sort(graph)
-    if not any(o.domain == MS_DOMAIN for o in out.opset_import):
-        out.opset_import.append(helper.make_opsetid(MS_DOMAIN, 1))
+    _splice(out, replaced + tables, added)
     return out
 
 
