@@ -182,21 +182,14 @@ def redis_replicas(fake_provider: FakeProvider, postgres_url: str,
 
 
 @pytest.mark.postgres
-def test_cap_holds_on_two_proxies_sharing_postgresql(pg_replicas: list[Gateway]) -> None:
-    project = pg_replicas[0].project(plan="developer")
-    set_limits(pg_replicas[1], project, spend_cap_usd=CAP_USD, spend_cap_period="day")
-    outcomes = burst(pg_replicas, project)
+@pytest.mark.parametrize("shared", ["pg_replicas", "redis_replicas"], ids=["postgresql", "redis"])
+def test_cap_holds_on_two_proxies_sharing_counters(shared: str, request: pytest.FixtureRequest) -> None:
+    replicas: list[Gateway] = request.getfixturevalue(shared)
+    project = replicas[0].project(plan="developer")
+    set_limits(replicas[1], project, spend_cap_usd=CAP_USD, spend_cap_period="day")
+    outcomes = burst(replicas, project)
     successes = assert_cap_held(outcomes)
-    assert_spend_within_cap(pg_replicas[0], project, successes)
-
-
-@pytest.mark.postgres
-def test_cap_holds_on_two_proxies_sharing_redis(redis_replicas: list[Gateway]) -> None:
-    project = redis_replicas[0].project(plan="developer")
-    set_limits(redis_replicas[1], project, spend_cap_usd=CAP_USD, spend_cap_period="day")
-    outcomes = burst(redis_replicas, project)
-    successes = assert_cap_held(outcomes)
-    assert_spend_within_cap(redis_replicas[0], project, successes)
+    assert_spend_within_cap(replicas[0], project, successes)
 
 
 @pytest.mark.postgres
