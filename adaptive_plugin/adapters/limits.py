@@ -46,7 +46,7 @@ from adaptive_plugin.errors import (
     SpendCapReachedError,
 )
 from adaptive_plugin.keys import KeyChoice
-from adaptive_plugin.limits import Actual, Admission, Ask, ProjectLimits, Refusal, worst_case
+from adaptive_plugin.limits import Actual, Admission, Ask, KeyLimits, ProjectLimits, Refusal, worst_case
 
 if TYPE_CHECKING:
     from adaptive_plugin.adapters.runtime import Runtime
@@ -136,7 +136,7 @@ async def _admitted_key(runtime: Runtime, state: RequestState, kwargs: dict[str,
         key = key_limits(choice.key) if choice.key is not None else None
         if not project_limits.applies(principal.environment) and (key is None or key.empty):
             return choice
-        ask = _ask(runtime, state, held, kwargs, info, project_limits, choice)
+        ask = _ask(runtime, state, held, kwargs, info, project_limits, choice, key)
         outcome = await _guarded(limits.reserve(ask, project_limits))
         if not isinstance(outcome, Refusal):
             held.admission = outcome
@@ -168,9 +168,8 @@ async def _guarded(work: Awaitable[T]) -> T:
 
 
 def _ask(runtime: Runtime, state: RequestState, held: RequestLimits, kwargs: dict[str, Any],
-         info: DeploymentInfo, project_limits: ProjectLimits, choice: KeyChoice) -> Ask:
+         info: DeploymentInfo, project_limits: ProjectLimits, choice: KeyChoice, key: KeyLimits | None) -> Ask:
     principal = state.principal
-    key = key_limits(choice.key) if choice.key is not None else None
     amounts = (0, 0, 0)
     assert runtime.ctx.limits is not None
     if runtime.ctx.limits.needs_amounts(project_limits, principal.environment, key):
