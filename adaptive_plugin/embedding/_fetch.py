@@ -33,6 +33,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from adaptive_plugin.embedding._check import CHECK_FILE
 from adaptive_plugin.errors import EmbeddingModelError
 
 log = logging.getLogger(__name__)
@@ -278,7 +279,7 @@ def derive_quantized(directory: Path, *, rowwise: bool | None = None) -> Path | 
         staged = _fused(directory, staged)
         worst = _probe_cosine(directory, staged)
         if worst < MIN_PROBE_COSINE:
-            for name in (QUANTIZED_FILE, QUANTIZED_DIGEST_FILE):
+            for name in (QUANTIZED_FILE, QUANTIZED_DIGEST_FILE, CHECK_FILE):
                 (directory / name).unlink(missing_ok=True)
             log.warning("the quantized embedding model drifted from the source model (cosine %.3f < %s on a probe "
                         "sentence); keeping the source model only", worst, MIN_PROBE_COSINE)
@@ -286,12 +287,25 @@ def derive_quantized(directory: Path, *, rowwise: bool | None = None) -> Path | 
         target = directory / QUANTIZED_FILE
         partial = directory / f".{QUANTIZED_FILE}.partial"
         shutil.copyfile(staged, partial)
+        (directory / CHECK_FILE).unlink(missing_ok=True)  # the old file's check; recorded again below
         os.replace(partial, target)  # atomic: a reader sees the old file or the whole new one
     digest = directory / QUANTIZED_DIGEST_FILE
     recipe = RECIPE_ROWWISE if rowwise else RECIPE_PER_TENSOR
     digest.with_suffix(".partial").write_text(f"{_sha256(target)} recipe-{recipe}\n")
     os.replace(digest.with_suffix(".partial"), digest)
+    _record_check(directory)
     return target
+
+
+def _record_check(directory: Path) -> None:
+    """Record the derived model's vectors of the check texts on this CPU (`_check`)."""
+    from adaptive_plugin.embedding._check import write_check
+    from adaptive_plugin.embedding._embedder import Embedder
+
+    derived = Embedder.from_directory(directory, threads=1, check=False)
+    record = write_check(directory, derived, Embedder.from_directory(directory, threads=1, quantized=False))
+    log.info("embedding: recorded the check of %s (%s; cosine to the source model %.4f mean, %.4f lowest)",
+             directory / QUANTIZED_FILE, derived.numerics, record.source_mean, record.source_min)
 
 
 def _quantize_per_tensor(folded: Path, staged: Path) -> None:
@@ -312,9 +326,13 @@ class _DropPreprocessHint(logging.Filter):
 
 
 def _ensure_quantized(directory: Path, *, force: bool) -> None:
+    from adaptive_plugin.embedding._check import recorded_check
+
     try:
         current = quantized_model_path(directory) is not None and derived_recipe(directory) == spec_of(directory).recipe
         if not force and current:
+            if recorded_check(directory) is None:  # derived by an older version: record its check
+                _record_check(directory)
             return
     except EmbeddingModelError:
         pass  # altered: derive it again
@@ -360,12 +378,13 @@ def _agreement(directory: Path, a: Path, b: Path) -> float:
 
 
 def _probe_cosine(directory: Path, candidate: Path) -> float:
-    """The lowest cosine between the source model's and `candidate`'s vectors of the probes."""
+    """The lowest cosine between the source model's and `candidate`'s vectors of the check texts."""
+    from adaptive_plugin.embedding._check import CHECK_TEXTS
     from adaptive_plugin.embedding._embedder import Embedder
 
     source = Embedder.from_directory(directory, threads=1, quantized=False)
     derived = Embedder.from_directory(directory, threads=1, model_file=candidate)
-    return float((source.embed(PROBES) * derived.embed(PROBES)).sum(axis=1).min())
+    return float((source.embed(CHECK_TEXTS) * derived.embed(CHECK_TEXTS)).sum(axis=1).min())
 
 
 def _ensure_parent(directory: Path) -> Path:

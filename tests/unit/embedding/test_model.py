@@ -15,6 +15,11 @@ from adaptive_plugin.embedding._fetch import DEFAULT_MODEL, MODELS, QUANTIZED_DI
 from adaptive_plugin.errors import EmbeddingModelError
 from tests.unit.embedding.conftest import copy_source
 
+# How close the derived model stays to its float source, from the measurement on the 6,847
+# distinct texts of the cache data (bench/RESULTS.md, "Integer kernels"; the same with VNNI and
+# on AVX2 with the exact kernel): mean 0.9949, 1st percentile 0.9911, lowest 0.9745 ("Why?").
+SOURCE_MEAN, SOURCE_LOWEST = 0.99, 0.97
+
 SENTENCES = [
     "How do I reset my password?",
     "Explain the difference between TCP and UDP in two sentences.",
@@ -27,7 +32,7 @@ def test_derived_model_is_used_and_stays_close_to_the_source(derived_dir: Path) 
     source = Embedder.from_directory(derived_dir, quantized=False)
     assert QUANTIZED_FILE in fast.identity and QUANTIZED_FILE not in source.identity
     cosines = (fast.embed(SENTENCES) * source.embed(SENTENCES)).sum(axis=1)
-    assert np.all(cosines >= 0.98), cosines
+    assert cosines.mean() >= SOURCE_MEAN and cosines.min() >= SOURCE_LOWEST, cosines
     # and it still separates what it should: a paraphrase is closer than an unrelated question
     a, b, c = fast.embed(["How do I reset my password?", "How can I change my forgotten password?", "What is TCP?"])
     assert a @ b > a @ c + 0.2
@@ -226,7 +231,8 @@ def test_every_model_is_derived_close_to_its_source(model: str, tmp_path: Path) 
     assert derived.identity.startswith(f"{model}:{QUANTIZED_FILE}") and source.identity.startswith(f"{model}:")
     assert derived.batch_exact == MODELS[model].rowwise
     vectors = derived.embed(BATCH)
-    assert np.all((vectors * source.embed(BATCH)).sum(axis=1) >= 0.98)
+    cosines = (vectors * source.embed(BATCH)).sum(axis=1)
+    assert cosines.mean() >= SOURCE_MEAN and cosines.min() >= SOURCE_LOWEST, cosines
     np.testing.assert_allclose(vectors, [derived.embed_one(text) for text in BATCH], atol=1e-5)
 
 

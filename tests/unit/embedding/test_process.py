@@ -72,10 +72,8 @@ def test_no_request_waits_for_the_worker_to_load_its_model() -> None:
     assert process is not None
 
     async def scenario() -> None:
-        started = time.monotonic()
         vector = await emb.embed_one_async(TEXTS[0])  # the worker is still loading: in-process
-        assert time.monotonic() - started < 0.5
-        assert not process.ready
+        assert not process.ready  # answered before the worker loaded its model (it takes seconds)
         np.testing.assert_allclose(vector, emb.embed_one(TEXTS[0]), atol=1e-5)
         assert await process.until_ready()
         assert process.submit(TEXTS[0]) is not None  # from now on, the worker
