@@ -181,4 +181,24 @@ def _open_cache(settings: Settings, engine: Engine, embedder: Embedder) -> Any:
     }
     if settings.cache_similarity_threshold is not None:
         options["similarity_threshold"] = settings.cache_similarity_threshold
+    options["first_look"] = _first_look(settings)
+    if settings.cache_first_look_threshold is not None:
+        options["first_look_threshold"] = settings.cache_first_look_threshold
     return SemanticCache(settings.state_dir / "cache", **options)
+
+
+def _first_look(settings: Settings) -> Any:
+    """The cache's first look (the static token table beside the offline model), or None."""
+    if not settings.cache_first_look:
+        return None
+    if settings.embedding_model_name:
+        log.info("cache: %s has no first-look table; every lookup embeds fully", settings.embedding_model_name)
+        return None
+    from adaptive_plugin.embedding import StaticEmbedder
+    from adaptive_plugin.errors import EmbeddingModelError
+
+    try:
+        return StaticEmbedder.from_directory(settings.embedding_model_dir or default_model_dir())
+    except EmbeddingModelError as exc:
+        log.warning("cache: no first look, every lookup embeds fully (%s)", exc)
+        return None

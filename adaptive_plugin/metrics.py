@@ -66,6 +66,17 @@ CACHE_STORES = Counter(
     "Responses stored in the semantic cache, by result (stored, skipped, failed).",
     ("result",),
 )
+CACHE_FIRST_LOOK = Counter(
+    "adaptive_cache_first_look_total",
+    "Semantic lookups by what the first look (the static token table) decided: miss (no entry near "
+    "enough, or every near one fails a guard: no full embedding) or embedded (the full model decides).",
+    ("result",),
+)
+CACHE_ENTRY_EMBEDDINGS = Counter(
+    "adaptive_cache_entry_embeddings_total",
+    "Cached entries embedded with the full model after they were stored: when a lookup first came near "
+    "them, or when their stored vector came from another model or kernel.",
+)
 ROUTING_DECISIONS = Counter(
     "adaptive_routing_decisions_total",
     "Model selections for auto requests, by chosen model group and task type.",

@@ -34,7 +34,7 @@ from adaptive_plugin.cache.train import half_of  # noqa: E402
 from adaptive_plugin.cache._features import _char3  # noqa: E402
 from adaptive_plugin.cache._guards import features  # noqa: E402
 from adaptive_plugin.cache._store import EntryStore  # noqa: E402
-from adaptive_plugin.embedding import Embedder, default_model_dir  # noqa: E402
+from adaptive_plugin.embedding import Embedder, StaticEmbedder, default_model_dir, embedding_text  # noqa: E402
 
 P: dict[str, Any] = {"model": "bench-model", "temperature": 0}
 
@@ -86,31 +86,64 @@ def cosine_baseline(rows: list[dict[str, Any]], A: np.ndarray, B: np.ndarray, t:
     return out
 
 
+class Cascade:
+    """The first look for `guarded`: the static table and its vectors of the pairs' texts."""
+
+    def __init__(self, first_look: StaticEmbedder, rows: list[dict[str, Any]], threshold: float) -> None:
+        self.first_look, self.threshold = first_look, threshold
+        self.a = np.stack([first_look.embed_one(embedding_text(r["a"])) for r in rows])
+        self.b = np.stack([first_look.embed_one(embedding_text(r["b"])) for r in rows])
+        self.embedded = self.looked = 0  # lookups that reached the full model / the first look
+
+    def share_embedded(self) -> float:
+        return self.embedded / self.looked if self.looked else float("nan")
+
+
+def _first_look_counts() -> tuple[float, float]:
+    from prometheus_client import REGISTRY
+
+    return tuple(REGISTRY.get_sample_value("adaptive_cache_first_look_total", {"result": r}) or 0.0
+                 for r in ("embedded", "miss"))  # type: ignore[return-value]
+
+
 def guarded(
-    rows: list[dict[str, Any]], A: np.ndarray, B: np.ndarray, thresholds: list[float], verifier: Verifier | None = None
+    rows: list[dict[str, Any]], A: np.ndarray, B: np.ndarray, thresholds: list[float], verifier: Verifier | None = None,
+    cascade: Cascade | None = None,
 ) -> dict[float, dict[str, Tally]]:
+    """The semantic cache's decisions on the pairs at each threshold (embeddings given: `A`, `B`
+    of the full model, and with `cascade` the first look's vectors too)."""
     results: dict[float, dict[str, Tally]] = {t: {"gptcache_mock": Tally(), "qqp": Tally(), "all": Tally()} for t in thresholds}
+    extra: dict[str, Any] = {}
+    if cascade is not None:
+        extra = {"first_look": cascade.first_look, "first_look_threshold": cascade.threshold}
+    fa = (lambda i: {"first": cascade.a[i]}) if cascade is not None else (lambda i: {})  # noqa: E731
+    fb = (lambda i: {"first": cascade.b[i]}) if cascade is not None else (lambda i: {})  # noqa: E731
+    before = _first_look_counts()
     with tempfile.TemporaryDirectory() as tmp:
         cache = SemanticCache(tmp, embedder=None, sync_interval=3600, max_entries=10**7,
-                              verifier=verifier if verifier is not None else False)
+                              verifier=verifier if verifier is not None else False, **extra)
         g = [i for i, r in enumerate(rows) if r["source"] != "qqp"]
         for i in g:
-            cache.store("gptcache", user(rows[i]["a"]), answer(i), P, embedding=A[i])
+            cache.store("gptcache", user(rows[i]["a"]), answer(i), P, embedding=A[i], **fa(i))
         q = [i for i, r in enumerate(rows) if r["source"] == "qqp"]
         for i in q:
-            cache.store(f"qqp-{i}", user(rows[i]["a"]), answer(i), P, embedding=A[i])
+            cache.store(f"qqp-{i}", user(rows[i]["a"]), answer(i), P, embedding=A[i], **fa(i))
         for t in thresholds:
             cache.similarity_threshold = t
             for i in g:
-                res = cache.lookup("gptcache", user(rows[i]["b"]), P, embedding=B[i])
+                res = cache.lookup("gptcache", user(rows[i]["b"]), P, embedding=B[i], **fb(i))
                 ok = res.response is not None and res.response["id"] == f"a{i}"
                 for name in ("gptcache_mock", "all"):
                     results[t][name].add(positive=True, hit=res.hit, correct=ok)
             for i in q:
-                res = cache.lookup(f"qqp-{i}", user(rows[i]["b"]), P, embedding=B[i])
+                res = cache.lookup(f"qqp-{i}", user(rows[i]["b"]), P, embedding=B[i], **fb(i))
                 for name in ("qqp", "all"):
                     results[t][name].add(positive=rows[i]["label"] == 1, hit=res.hit, correct=rows[i]["label"] == 1)
         cache.engine.dispose()
+    if cascade is not None:
+        after = _first_look_counts()
+        cascade.embedded += int(after[0] - before[0])
+        cascade.looked += int(after[0] - before[0] + after[1] - before[1])
     return results
 
 
@@ -168,6 +201,47 @@ def quality(data: Path, embedder: Embedder, default_t: float) -> None:
                     lines, header)
     print("\n(hit rate = correct hits / true paraphrases; precision = correct hits / hits; wrong hits = hits on "
           "label-0 pairs (qqp) or returning another pair's answer (gptcache_mock))")
+    cascade_report(rows, A, B, default_t)
+
+
+def cascade_report(rows: list[dict[str, Any]], A: np.ndarray, B: np.ndarray, default_t: float) -> None:
+    """The cascade against the full model alone at the same threshold, and its threshold's choice:
+    the highest first-look threshold whose tune-half hit rate and precision are no lower than
+    without the cascade (the default, `FIRST_LOOK_THRESHOLD`, was chosen so)."""
+    from adaptive_plugin.cache._cache import FIRST_LOOK_THRESHOLD
+
+    first_look = StaticEmbedder.from_directory(default_model_dir())
+    halves = {part: [i for i, r in enumerate(rows) if half_of(r) == part] for part in ("tune", "report")}
+
+    def run(part: str, threshold: float | None, t: float = default_t) -> tuple[tuple[str, str, str], float]:
+        idx = halves[part]
+        sub = [rows[i] for i in idx]
+        cascade = None if threshold is None else Cascade(first_look, sub, threshold)
+        tally = guarded(sub, A[idx], B[idx], [t], cascade=cascade)[t]["all"]
+        return tally.row(), (cascade.share_embedded() if cascade is not None else 1.0)
+
+    base_tune, _ = run("tune", None)
+    lines = []
+    chosen = None
+    for threshold in [round(0.40 + 0.02 * i, 2) for i in range(21)]:
+        row, share = run("tune", threshold)
+        ok = float(row[0]) >= float(base_tune[0]) and float(row[1]) >= float(base_tune[1])
+        chosen = threshold if ok else chosen
+        lines.append((f"{threshold:.2f}", *row, f"{1 - share:.3f}", "yes" if ok else ""))
+    print_table(f"first-look threshold on the tune half (t={default_t:.2f}; without the cascade: hit rate "
+                f"{base_tune[0]}, precision {base_tune[1]}, wrong {base_tune[2]})", lines,
+                ("first-look threshold", "hit rate", "precision", "wrong hits", "lookups without a full embedding",
+                 "no worse"))
+    print(f"\nhighest threshold no worse on tune: {chosen}; shipped default FIRST_LOOK_THRESHOLD = {FIRST_LOOK_THRESHOLD}")
+    out = []
+    for part in ("tune", "report"):
+        for t in sorted({0.86, default_t, 0.94}):
+            base, _ = run(part, None, t)
+            row, share = run(part, FIRST_LOOK_THRESHOLD, t)
+            out.append((part, f"{t:.2f}", *base, *row, f"{1 - share:.3f}"))
+    print_table(f"the cascade (first-look threshold {FIRST_LOOK_THRESHOLD}) against the full model alone",
+                out, ("half", "t", "full: hit rate", "precision", "wrong", "cascade: hit rate", "precision", "wrong",
+                      "lookups without a full embedding"))
 
 
 def rss_bytes() -> int:
@@ -196,6 +270,7 @@ def scale(data: Path, embedder: Embedder, sizes: list[int]) -> None:
                 store.insert_many([
                     {"scope": "bench", "partition": key.partition, "exact_hash": f"{start + k:064x}",
                      "query_text": f"synthetic question {start + k}", "vector": vecs[k].tobytes(),
+                     "vector_model": embedder.identity,
                      "response_json": json.dumps(answer(start + k)), "created_at": now, "last_used_at": now,
                      "expires_at": now + 86400}
                     for k in range(m)

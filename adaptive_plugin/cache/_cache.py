@@ -22,6 +22,7 @@ from adaptive_plugin.cache._guards import near_miss_reason
 from adaptive_plugin.cache._index import PartitionIndex
 from adaptive_plugin.cache._request import KeyedRequest, RequestKey, bypass_reason, keyed_request, unstorable_reason
 from adaptive_plugin.cache._store import EntryMeta, EntryStore
+from adaptive_plugin.cache._vectors import Partitions, VectorSpace
 from adaptive_plugin.cache._verifier import Verifier
 from adaptive_plugin.embedding import EMBED_MAX_CHARS, embedding_text
 from adaptive_plugin.errors import AdaptiveError, CacheError, CacheIndexError
@@ -38,6 +39,12 @@ class _Embedder(Protocol):
     dimensions: int
 
     def embed_one(self, text: str) -> np.ndarray: ...
+
+
+# The first look's threshold: a lookup whose nearest entry by the static table is below it is a
+# miss without a full embedding. Chosen on the tune half of the cache data as the highest value
+# that loses no hit the full model alone would make (bench/RESULTS.md, "Cheap misses").
+FIRST_LOOK_THRESHOLD = 0.62
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,14 @@ class SemanticCache:
     Entries never cross scopes, models, system prompts, earlier turns, tools or sampling
     parameters. Several workers or replicas sharing one database see each other's entries
     within `sync_interval` seconds.
+
+    `first_look` (a `StaticEmbedder`): the cascade. Every entry gets a first-look vector when it
+    is stored; a lookup searches those first and is a miss, with no full embedding, when no entry
+    is within `first_look_threshold` or every one that is fails a guard. Otherwise the query is
+    embedded fully and the nearest of `first_look_candidates` is decided as without the cascade:
+    full-model similarity, threshold, guards, verifier. An entry's full vector is computed when
+    its request was embedded anyway, else the first time a lookup comes near it (at most
+    `entry_embeddings` per lookup). See `_vectors.py` for the vectors' identities.
     """
 
     def __init__(
@@ -99,6 +114,10 @@ class SemanticCache:
         guards: bool = True,
         verifier: bool | Verifier = False,
         accept_threshold: float | None = None,
+        first_look: Any = None,
+        first_look_threshold: float = FIRST_LOOK_THRESHOLD,
+        first_look_candidates: int = 4,
+        entry_embeddings: int = 4,
         faiss_threads: int | None = 1,
         write_delay: float = 0.05,
         clock: Callable[[], float] = time.time,
@@ -140,11 +159,23 @@ class SemanticCache:
             if accept_threshold is not None
             else self.verifier.accept_threshold if self.verifier is not None else 0.0
         )
+        self.first_look = first_look
+        self.first_look_threshold = first_look_threshold
+        self.first_look_candidates = first_look_candidates
+        self.entry_embeddings = entry_embeddings
+        full_space = VectorSpace(first=False, identity=getattr(embedder, "identity", ""),
+                                 dimensions=embedder.dimensions if embedder is not None else None,
+                                 embed=lambda text: self.embedder.embed_one(text), hnsw_min=hnsw_min)
+        first_space = None if first_look is None else VectorSpace(
+            first=True, identity=first_look.identity, dimensions=first_look.dimensions, embed=first_look.embed_one,
+            hnsw_min=hnsw_min)
+        self._parts = Partitions(self._store, self._index_dir, full_space, first_space)
         self._clock = clock
         self._lock = threading.RLock()
         self._entries: dict[int, EntryMeta] = {}
         self._exact: dict[str, int] = {}
-        self._indexes: dict[str, PartitionIndex] = {}
+        # each partition's searched vectors: the first look's with the cascade, else the full model's
+        self._indexes = self._parts.searched
         self._touched: dict[int, float] = {}
         self._last_id = 0
         # store(wait=False) queues rows here; a writer thread inserts them in batches
@@ -155,8 +186,6 @@ class SemanticCache:
         self._writer: threading.Thread | None = None
         self._closing = False
         self._last_sync = self._last_reconcile = self._last_save = 0.0
-        self.rebuilt_partitions = 0
-        self._dimensions: int | None = embedder.dimensions if embedder is not None else None
         self._load()
 
     # --- set-up -------------------------------------------------------------------------
@@ -167,19 +196,13 @@ class SemanticCache:
             from adaptive_plugin.embedding import Embedder, default_model_dir
 
             self._embedder = Embedder.from_directory(default_model_dir())
-            self._dimensions = self._embedder.dimensions
+            self._parts.full_space.dimensions = self._parts.full_space.dimensions or self._embedder.dimensions
         return self._embedder
 
-    def _dims(self, vector: np.ndarray | None = None) -> int:
-        if self._dimensions is None:
-            self._dimensions = int(vector.shape[-1]) if vector is not None else self.embedder.dimensions
-        return self._dimensions
-
-    def _new_index(self) -> PartitionIndex:
-        return PartitionIndex(self._dims(), hnsw_min=self.hnsw_min)
-
-    def _index_path(self, partition: str) -> Path:
-        return self._index_dir / f"{partition}.idx"
+    @property
+    def rebuilt_partitions(self) -> int:
+        """Partitions whose index file was missing, damaged or of other vectors (rebuilt from the rows)."""
+        return self._parts.rebuilt
 
     def _load(self) -> None:
         """Read every live row's metadata, then each partition's index file or rebuild it."""
@@ -190,38 +213,18 @@ class SemanticCache:
                 self._remember(meta)
                 by_partition.setdefault(meta.partition, []).append(meta)
             for partition, metas in by_partition.items():
-                self._open_partition(partition, {m.id for m in metas})
+                self._open_partition(partition, {m.id: m.query_text for m in metas})
             self._last_sync = self._last_reconcile = self._last_save = now
             self._set_entries_gauge()
 
-    def _open_partition(self, partition: str, live: set[int]) -> None:
-        """Load the partition's index file if valid; add rows it lacks, drop rows it has extra."""
-        if self._dimensions is None:
-            ids, vecs = self._store.vectors(sorted(live)[:1], None)
-            if not len(ids):
-                return
-            self._dimensions = int(vecs.shape[1])
-        index = self._new_index()
-        path = self._index_path(partition)
-        if path.exists():
-            try:
-                index.load(path)
-            except CacheIndexError as exc:
-                log.warning("rebuilding semantic cache partition from the database: %s", exc)
-                index = self._new_index()
-                self.rebuilt_partitions += 1
-        else:
-            self.rebuilt_partitions += 1
-        stale = index.ids() - live
-        if stale:
-            index.remove(stale)
-        missing = live - index.ids()
-        if missing:
-            ids, vecs = self._store.vectors(missing, self._dims())
-            index.add(ids, vecs)
-        self._indexes[partition] = index
-        if index.dirty or not path.exists():
-            index.save(path)
+    def _open_partition(self, partition: str, live: dict[int, str]) -> None:
+        self._parts.open(partition, live)
+        self._wake_writer_for_updates()
+
+    def _wake_writer_for_updates(self) -> None:
+        if self._parts.has_updates():
+            self._start_writer()
+            self._wake.set()
 
     def _remember(self, meta: EntryMeta) -> None:
         self._entries[meta.id] = meta
@@ -239,12 +242,7 @@ class SemanticCache:
             per_partition.setdefault(meta.partition, []).append(row_id)
             self._touched.pop(row_id, None)
         for partition, row_ids in per_partition.items():
-            index = self._indexes.get(partition)
-            if index is not None:
-                index.remove(row_ids)
-                if not len(index):
-                    del self._indexes[partition]
-                    self._index_path(partition).unlink(missing_ok=True)
+            self._parts.remove(partition, row_ids)
 
     def _set_entries_gauge(self) -> None:
         metrics.CACHE_ENTRIES.set(len(self._entries))
@@ -255,8 +253,8 @@ class SemanticCache:
         """Pull rows other workers stored; returns how many were added to this worker's indexes.
 
         Runs by itself on lookup/store when `sync_interval` seconds have passed. Rows are
-        fetched by `id > last seen id`, plus rows created in the last 30 s, which catches
-        ids that committed out of order on PostgreSQL.
+        fetched by `id > last seen id`, plus, on PostgreSQL, rows created in the last 30 s, which
+        catches ids that committed out of order (SQLite commits one writer at a time, in id order).
         """
         now = self._clock()
         if not force and now - self._last_sync < self.sync_interval:
@@ -266,7 +264,10 @@ class SemanticCache:
             if self._touched:
                 touched, self._touched = self._touched, {}
                 self._store.touch(touched)
-            unknown = self._store.recent_ids(after_id=self._last_id, created_after=now - 30.0, now=now)
+            # PostgreSQL hands out ids before commit, so a lower id can appear later; SQLite commits in id order
+            window = 30.0 if self.engine.dialect.name == "postgresql" else 0.0
+            unknown = self._store.recent_ids(after_id=self._last_id, created_after=now - window if window else now + 1,
+                                             now=now)
             unknown.difference_update(self._entries)
             fresh = list(self._store.metas(ids=unknown, now=now)) if unknown else []
             by_partition: dict[str, list[int]] = {}
@@ -274,11 +275,8 @@ class SemanticCache:
                 self._remember(meta)
                 by_partition.setdefault(meta.partition, []).append(meta.id)
             for partition, row_ids in by_partition.items():
-                ids, vecs = self._store.vectors(row_ids, self._dims())
-                if not len(ids):
-                    continue
-                self._dims(vecs[0])
-                self._indexes.setdefault(partition, self._new_index()).add(ids, vecs)
+                self._parts.add_known(partition, {i: self._entries[i].query_text for i in row_ids})
+            self._wake_writer_for_updates()
             if now - self._last_reconcile >= self.reconcile_interval:
                 self._reconcile(now)
             if now - self._last_save >= self.save_interval:
@@ -312,9 +310,7 @@ class SemanticCache:
         """Write changed partition index files atomically (also done every `save_interval`)."""
         with self._lock:
             self._last_save = self._clock()
-            for partition, index in self._indexes.items():
-                if index.dirty:
-                    index.save(self._index_path(partition))
+            self._parts.save()
 
     def close(self) -> None:
         """Write queued entries, pending hit times and index files; later stores write at once."""
@@ -340,25 +336,63 @@ class SemanticCache:
         *,
         embedding: np.ndarray | None = None,
         keyed: KeyedRequest | None = None,
+        first: np.ndarray | None = None,
     ) -> CacheResult:
         """Serve a cached response for this request if one answers it; never raises on a miss.
 
         `embedding` is the precomputed vector of `embedding_text(query_text(messages))`; without it the
-        cache embeds the text itself, but only after the exact layer has missed. `keyed`: this
-        request's key from an earlier call (`keyed`, `needs_embedding`), used if it still matches;
-        the result carries the key for the store.
+        cache embeds the text itself, but only after the exact layer (and, with the cascade, the
+        first look) has missed. `first`: the precomputed first-look vector (benchmarks). `keyed`:
+        this request's key from an earlier call (`keyed`, `needs_embedding`), used if it still
+        matches; the result carries the key for the store.
         """
         started = time.perf_counter()
         try:
-            result = self._lookup(scope, messages, params, embedding, keyed)
+            result = self._lookup(scope, messages, params, embedding, keyed, first)
         finally:
             metrics.CACHE_LOOKUP_SECONDS.observe(time.perf_counter() - started)
         metrics.CACHE_LOOKUPS.labels(outcome=_METRIC_OUTCOME[result.outcome]).inc()
         return result
 
+    def lookup_now(
+        self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None = None, *,
+        keyed: KeyedRequest | None = None,
+    ) -> CacheResult | None:
+        """`lookup`'s answer when it needs no database read, no lock wait and no full embedding
+        (a bypass, an empty partition, a miss by the first look); None otherwise: then call
+        `lookup` (off the event loop). Most misses are decided here, on the event loop, in tens
+        of microseconds: a thread hand-off per request cost more CPU than the lookup itself."""
+        started = time.perf_counter()
+        result = self._decided_now(scope, messages, params, keyed)
+        if result is not None:
+            metrics.CACHE_LOOKUP_SECONDS.observe(time.perf_counter() - started)
+            metrics.CACHE_LOOKUPS.labels(outcome=_METRIC_OUTCOME[result.outcome]).inc()
+        return result
+
+    def _decided_now(self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None,
+                     keyed: KeyedRequest | None) -> CacheResult | None:
+        reason = bypass_reason(messages, params, max_temperature=self.max_temperature, store=False)
+        if reason is not None:
+            return CacheResult("bypass", None, None, reason)
+        keyed = keyed_request(scope, messages, params, keyed)
+        key = keyed.key
+        now = self._clock()
+        if now - self._last_sync >= self.sync_interval or key.exact in self._exact:
+            return None  # a sync is due, or an exact hit: both read the database
+        index = self._indexes.get(key.partition)
+        if index is None:
+            return CacheResult("miss", None, None, "nothing cached for this partition", keyed=keyed)
+        if self.first_look is None:
+            return None
+        looked = self._first_look(key, keyed, index, now, None, blocking=False)
+        if looked is None or looked[0]:
+            return None
+        metrics.CACHE_FIRST_LOOK.labels(result="miss").inc()
+        return CacheResult("miss", None, None, looked[1], keyed=keyed)
+
     def _lookup(
         self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None, embedding: np.ndarray | None,
-        keyed: KeyedRequest | None,
+        keyed: KeyedRequest | None, first: np.ndarray | None = None,
     ) -> CacheResult:
         reason = bypass_reason(messages, params, max_temperature=self.max_temperature, store=False)
         if reason is not None:
@@ -377,9 +411,97 @@ class SemanticCache:
             index = self._indexes.get(key.partition)
             if index is None:
                 return CacheResult("miss", None, None, "nothing cached for this partition", keyed=keyed)
+        if self.first_look is not None:
+            return self._cascade(key, keyed, index, now, embedding, first)
         vector = embedding if embedding is not None else self.embedder.embed_one(embedding_text(key.query))
         with self._lock:
             hits = index.search(vector, self.candidates)
+        return self._decide(key, keyed, hits, now, vector)
+
+    def _cascade(self, key: RequestKey, keyed: KeyedRequest, index: PartitionIndex, now: float,
+                 embedding: np.ndarray | None, first: np.ndarray | None) -> CacheResult:
+        """The first look, then the full model for the entries it found near (see the class doc)."""
+        near, why = self._first_look(key, keyed, index, now, first) or ([], "")
+        if not near:
+            metrics.CACHE_FIRST_LOOK.labels(result="miss").inc()
+            return CacheResult("miss", None, None, why, keyed=keyed)
+        metrics.CACHE_FIRST_LOOK.labels(result="embedded").inc()
+        vector = embedding if embedding is not None else self.embedder.embed_one(embedding_text(key.query))
+        hits: list[tuple[int, float]] = []
+        computed = 0
+        for row_id in near:
+            with self._lock:
+                meta = self._entries.get(row_id)
+                known = self._parts.full_vector(key.partition, row_id)
+            if known is None and meta is not None and computed < self.entry_embeddings:
+                known = self._parts.full_space.vector_of(meta.query_text)  # outside the lock: milliseconds
+                computed += 1
+                self._keep_full_vector(key.partition, row_id, known)
+            if known is not None:
+                hits.append((row_id, round(float(np.asarray(known) @ vector), 6)))
+        hits.sort(key=lambda hit: -hit[1])
+        return self._decide(key, keyed, hits[: self.candidates], now, vector, guarded=True)
+
+    def _first_look(self, key: RequestKey, keyed: KeyedRequest, index: PartitionIndex, now: float,
+                    first: np.ndarray | None, *, blocking: bool = True) -> tuple[list[int], str] | None:
+        """The entries near enough by the first look that pass the text checks, and why none if
+        none; None if not `blocking` and another thread holds the indexes."""
+        assert self.first_look is not None
+        seen = keyed.memo.get("look")
+        if seen is not None and seen[0] is index and seen[1] == index.version:
+            return seen[2]  # this request looked already, and the partition has not changed since
+        vector = first if first is not None else keyed.memo.get("first")
+        if vector is None:
+            vector = keyed.memo["first"] = self.first_look.embed_one(embedding_text(key.query))
+        if not self._lock.acquire(blocking=blocking):
+            return None
+        version = index.version
+        try:
+            found = index.search(vector, self.first_look_candidates)
+        finally:
+            self._lock.release()
+        if not found or found[0][1] < self.first_look_threshold:
+            best = f"{found[0][1]:.3f}" if found else "none"
+            return [], f"no entry near it (first look: nearest {best} < {self.first_look_threshold:.2f})"
+        near: list[int] = []
+        why = ""
+        for row_id, similarity in found:
+            if similarity < self.first_look_threshold:
+                break
+            meta = self._entries.get(row_id)  # a dict read: no lock (needs_embedding runs on the event loop)
+            if meta is None or meta.expires_at <= now:
+                continue
+            reason = self._text_reason(key.query, meta.query_text)
+            if reason is not None:
+                why = why or f"every near entry differs: {reason} (first look {similarity:.3f})"
+                continue
+            near.append(row_id)
+        keyed.memo["look"] = (index, version, (near, why))
+        return near, why
+
+    def _keep_full_vector(self, partition: str, row_id: int, vector: np.ndarray) -> None:
+        """Remember an entry's full vector computed by a lookup, and write it back if the row has none."""
+        with self._lock:
+            if row_id not in self._entries:
+                return
+            self._parts.keep_full(partition, row_id, vector)
+        self._wake_writer_for_updates()
+
+    def _text_reason(self, query: str, cached: str) -> str | None:
+        """Why `cached` cannot answer `query` whatever their similarity (None: it may)."""
+        if query[EMBED_MAX_CHARS:] != cached[EMBED_MAX_CHARS:]:
+            # only the first EMBED_MAX_CHARS characters are embedded: beyond them, texts must match
+            return f"texts differ beyond the embedded first {EMBED_MAX_CHARS} characters"
+        if self.guards:
+            near = near_miss_reason(query, cached)
+            if near is not None:
+                return f"near miss ({near})"
+        return None
+
+    def _decide(self, key: RequestKey, keyed: KeyedRequest, hits: list[tuple[int, float]], now: float,
+                vector: np.ndarray, *, guarded: bool = False) -> CacheResult:
+        """Serve the first of `hits` (row id, full-model similarity; best first) that answers the
+        request; `guarded`: their text checks have passed already."""
         best: float | None = hits[0][1] if hits else None
         why = "no entry above the similarity threshold"
         for row_id, similarity in hits:
@@ -389,15 +511,10 @@ class SemanticCache:
                 meta = self._entries.get(row_id)
             if meta is None or meta.expires_at <= now:
                 continue
-            if key.query[EMBED_MAX_CHARS:] != meta.query_text[EMBED_MAX_CHARS:]:
-                # only the first EMBED_MAX_CHARS characters are embedded: beyond them, texts must match
-                why = f"texts differ beyond the embedded first {EMBED_MAX_CHARS} characters"
+            reason = None if guarded else self._text_reason(key.query, meta.query_text)
+            if reason is not None:
+                why = f"{reason} at similarity {similarity:.3f}" if reason.startswith("near miss") else reason
                 continue
-            if self.guards:
-                near = near_miss_reason(key.query, meta.query_text)
-                if near is not None:
-                    why = f"near miss ({near}) at similarity {similarity:.3f}"
-                    continue
             if self.verifier is not None:
                 score = self.verifier.score(key.query, meta.query_text, similarity)
                 if score < self.accept_threshold:
@@ -417,13 +534,24 @@ class SemanticCache:
 
     def needs_embedding(self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None = None, *,
                         keyed: KeyedRequest | None = None) -> bool:
-        """Whether `lookup` would embed this request's query: not bypassed, no exact hit, and
-        something cached in its partition. Cheap (hashing and dict reads, no lock, no database):
-        callers use it to start the embedding early, overlapped with other work."""
+        """Whether `lookup` would embed this request's query with the full model: not bypassed, no
+        exact hit, something cached in its partition and, with the cascade, an entry near it by
+        the first look that passes the text checks. Cheap (hashing, dict reads, the first look's
+        tens of microseconds; no database): callers use it to start the embedding early,
+        overlapped with other work."""
         if bypass_reason(messages, params, max_temperature=self.max_temperature, store=False) is not None:
             return False
-        key = keyed_request(scope, messages, params, keyed).key
-        return key.exact not in self._exact and key.partition in self._indexes
+        keyed = keyed_request(scope, messages, params, keyed)
+        key = keyed.key
+        if key.exact in self._exact:
+            return False
+        index = self._indexes.get(key.partition)
+        if index is None:
+            return False
+        if self.first_look is None:
+            return True
+        looked = self._first_look(key, keyed, index, self._clock(), None, blocking=False)
+        return looked is None or bool(looked[0])  # busy indexes: start the embedding, the lookup decides
 
     def _serve(self, row_id: int, now: float) -> dict[str, Any] | None:
         """The stored response, or None (and the entry dropped) if another worker removed it."""
@@ -449,11 +577,14 @@ class SemanticCache:
         embedding: np.ndarray | None = None,
         wait: bool = True,
         keyed: KeyedRequest | None = None,
+        first: np.ndarray | None = None,
     ) -> bool:
         """Cache a successful response; returns False when it is skipped (and why is logged).
 
         With `wait=False` the row is queued for the writer thread (see the class docstring).
         `keyed`: the request's key from its lookup (`CacheResult.keyed`), used if it still matches.
+        With the cascade, the query is not embedded fully for the store: `embedding` is kept if
+        given, else the entry's full vector is computed when a lookup first comes near it.
         """
         key, reason = self._store_key(scope, messages, response, params, keyed)
         text = None
@@ -466,19 +597,24 @@ class SemanticCache:
             log.debug("semantic cache skipped a store: %s", reason)
             metrics.CACHE_STORES.labels(result="skipped").inc()
             return False
-        vector = embedding if embedding is not None else self.embedder.embed_one(embedding_text(key.query))
-        vector = np.asarray(vector, dtype=np.float32).reshape(-1)
-        norm = float(np.linalg.norm(vector))
-        if not np.isfinite(norm) or norm == 0.0:
-            raise CacheError("the query embedding is zero or not finite")
-        vector = vector / norm
+        if embedding is None and self.first_look is None:
+            embedding = self.embedder.embed_one(embedding_text(key.query))
+        vector = None if embedding is None else _unit(embedding, "the query embedding")
+        first_vector = None
+        if self.first_look is not None:
+            known = first if first is not None else keyed.memo.get("first") if keyed is not None else None
+            first_vector = np.asarray(known if known is not None else self.first_look.embed_one(embedding_text(key.query)),
+                                      dtype=np.float32).reshape(-1)
         now = self._clock()
         row = {
             "scope": scope,
             "partition": key.partition,
             "exact_hash": key.exact,
             "query_text": key.query,
-            "vector": vector.astype("<f4").tobytes(),
+            "vector": b"" if vector is None else vector.astype("<f4").tobytes(),
+            "vector_model": "" if vector is None else self._parts.full_space.identity,
+            "first_vector": None if first_vector is None else first_vector.astype("<f4").tobytes(),
+            "first_model": "" if self.first_look is None else self.first_look.identity,
             "response_json": text,
             "created_at": now,
             "last_used_at": now,
@@ -489,11 +625,17 @@ class SemanticCache:
             return True
         with self._pending_lock:
             self._pending[key.exact] = row
+        self._start_writer()
+        self._wake.set()
+        return True
+
+    def _start_writer(self) -> None:
+        with self._pending_lock:
+            if self._closing:
+                return
             if self._writer is None or not self._writer.is_alive():
                 self._writer = threading.Thread(target=self._write_loop, name="adaptive-cache-writer", daemon=True)
                 self._writer.start()
-        self._wake.set()
-        return True
 
     def storable(
         self, scope: str, messages: list[dict[str, Any]], response: dict[str, Any], params: dict[str, Any] | None = None,
@@ -518,11 +660,15 @@ class SemanticCache:
         return key, None
 
     def flush(self) -> int:
-        """Write every queued entry now; returns how many were written."""
+        """Write every queued entry now (and vectors computed for stored ones); returns how many entries."""
         with self._pending_lock:
             rows, self._pending = list(self._pending.values()), {}
         if rows:
             self._write(rows)
+        with self._lock:
+            updates = self._parts.take_updates()
+        for space, changed in updates:
+            self._store.set_vectors(changed, first=space.first)
         return len(rows)
 
     def _write_loop(self) -> None:
@@ -538,6 +684,8 @@ class SemanticCache:
 
     def _write(self, rows: list[dict[str, Any]]) -> None:
         """Insert rows in one transaction, then add them to this worker's indexes."""
+        if os.environ.get("X_DISCARD_WRITES"):
+            return
         try:
             ids = self._store.insert(rows)
         except AdaptiveError:
@@ -547,12 +695,8 @@ class SemanticCache:
             for row_id, row in zip(ids, rows):
                 if row_id in self._entries:  # a concurrent sync() already picked it up
                     continue
-                vector = np.frombuffer(row["vector"], dtype="<f4")
                 self._remember(EntryMeta(row_id, row["partition"], row["exact_hash"], row["query_text"], row["expires_at"]))
-                self._dims(vector)
-                self._indexes.setdefault(row["partition"], self._new_index()).add(
-                    np.array([row_id], dtype=np.int64), vector.reshape(1, -1)
-                )
+                self._parts.add_stored(row["partition"], row_id, row["vector"], row["first_vector"])
             if len(self._entries) > self.max_entries:
                 self._enforce_capacity(len(self._entries))
             self._set_entries_gauge()
@@ -610,6 +754,12 @@ class SemanticCache:
             self._set_entries_gauge()
         return deleted
 
+    @property
+    def embeds_to_store(self) -> bool:
+        """Whether `store` embeds a query that no lookup embedded (no cascade: every entry needs its
+        full vector at once), so a caller with a faster embedding path should pass one."""
+        return self.first_look is None
+
     def stats(self) -> dict[str, int]:
         """Entry, partition and rebuild counts of this worker (for health endpoints and tests)."""
         with self._lock:
@@ -619,3 +769,11 @@ class SemanticCache:
                 "rebuilt_partitions": self.rebuilt_partitions,
                 "last_id": self._last_id,
             }
+
+
+def _unit(vector: np.ndarray, what: str) -> np.ndarray:
+    vector = np.asarray(vector, dtype=np.float32).reshape(-1)
+    norm = float(np.linalg.norm(vector))
+    if not np.isfinite(norm) or norm == 0.0:
+        raise CacheError(f"{what} is zero or not finite")
+    return vector / norm

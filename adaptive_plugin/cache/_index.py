@@ -9,7 +9,8 @@ elsewhere) once tombstones pass `compact_ratio` of its size, i.e. eviction is ba
 
 File format (written to a temp file, then `os.replace`d, so readers never see half a file):
     b"ADPCIDX1" | u64 header length | header JSON | int64 ids | faiss.serialize_index bytes
-The header carries a SHA-256 of everything after it; a mismatch raises CacheIndexError.
+The header carries a SHA-256 of everything after it and the identity of the model that
+computed the vectors; a mismatch of either raises CacheIndexError (the partition is rebuilt).
 """
 
 from __future__ import annotations
@@ -51,8 +52,11 @@ class PartitionIndex:
         ef_search: int = 64,
         ef_construction: int = 80,
         compact_ratio: float = 0.25,
+        identity: str = "",
     ) -> None:
         self.dimensions = dimensions
+        # which model computed the vectors: a file of another model's vectors is refused at load
+        self.identity = identity
         self.hnsw_min = hnsw_min
         self.hnsw_m = hnsw_m
         self.ef_search = ef_search
@@ -62,6 +66,7 @@ class PartitionIndex:
         self._ids = np.zeros(0, dtype=np.int64)
         self._pos: dict[int, int] = {}
         self.dirty = False
+        self.version = 0  # changes with every add and removal (callers memoise searches by it)
 
     @property
     def kind(self) -> str:
@@ -98,6 +103,7 @@ class PartitionIndex:
             for offset, row_id in enumerate(ids.tolist()):
                 self._pos[row_id] = start + offset
         self.dirty = True
+        self.version += 1
 
     def remove(self, ids: list[int] | set[int]) -> int:
         """Tombstone row ids; compacts when tombstones pass `compact_ratio`. Returns how many."""
@@ -109,6 +115,7 @@ class PartitionIndex:
                 removed += 1
         if removed:
             self.dirty = True
+            self.version += 1
             dead = self._index.ntotal - len(self._pos)
             if dead > self.compact_ratio * max(self._index.ntotal, 1):
                 self._rebuild()
@@ -157,7 +164,7 @@ class PartitionIndex:
         payload = self._ids.astype("<i8").tobytes() + faiss.serialize_index(self._index).tobytes()
         header = json.dumps(
             {"sha256": hashlib.sha256(payload).hexdigest(), "count": len(self._ids), "dimensions": self.dimensions,
-             "kind": self.kind}
+             "kind": self.kind, "identity": self.identity}
         ).encode()
         make_dirs(path.parent)  # 0700; mkstemp makes the file 0600
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -188,6 +195,9 @@ class PartitionIndex:
         payload = data[16 + hlen :]
         if not isinstance(header, dict) or hashlib.sha256(payload).hexdigest() != header.get("sha256"):
             raise CacheIndexError(f"cache index {path} fails its checksum")
+        if header.get("identity", "") != self.identity:
+            raise CacheIndexError(f"cache index {path} holds vectors of {header.get('identity') or 'an unrecorded model'}, "
+                                  f"not of {self.identity or 'the vectors this cache is given'}")
         if header.get("dimensions") != self.dimensions:
             raise CacheIndexError(f"cache index {path} has {header.get('dimensions')} dimensions, not {self.dimensions}")
         count = int(header["count"])

@@ -17,7 +17,7 @@ import json
 import math
 import re
 import unicodedata
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from adaptive_plugin.embedding import content_text, query_text
@@ -122,6 +122,8 @@ class KeyedRequest:
     messages: tuple[Any, ...]
     params: dict[str, Any]
     key: RequestKey
+    # what the cache computed for this request along the way (its first-look vector)
+    memo: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def matches(self, scope: str, messages: list[dict[str, Any]], params: dict[str, Any] | None) -> bool:
         return (scope == self.scope and (params or {}) == self.params and len(messages) == len(self.messages)

@@ -100,25 +100,48 @@ class EntryStore:
         except SQLAlchemyError as exc:
             raise self._wrap("read entries", exc) from exc
 
-    def vectors(self, ids: Iterable[int], dimensions: int | None) -> tuple[np.ndarray, np.ndarray]:
-        """(ids, vectors) of the given rows that still exist, in id order (dimensions None: as stored)."""
+    def vectors(self, ids: Iterable[int], dimensions: int | None, *, first: bool = False
+                ) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """(ids, vectors, models) of the given rows that hold a vector, in id order: the full
+        model's (`vector`, `vector_model`) or the first look's (`first_vector`, `first_model`).
+        Rows without one, or of other dimensions, are left out (dimensions None: as stored)."""
+        column, model = (_T.c.first_vector, _T.c.first_model) if first else (_T.c.vector, _T.c.vector_model)
         out_ids: list[int] = []
         out_vecs: list[np.ndarray] = []
+        out_models: list[str] = []
         try:
             with self.engine.connect() as conn:
                 for chunk in _id_chunks(ids):
-                    for row_id, blob in conn.execute(
-                        sa.select(_T.c.id, _T.c.vector).where(_T.c.id.in_(chunk)).order_by(_T.c.id)
+                    for row_id, blob, name in conn.execute(
+                        sa.select(_T.c.id, column, model).where(_T.c.id.in_(chunk)).order_by(_T.c.id)
                     ):
+                        if not blob:
+                            continue
                         vec = np.frombuffer(blob, dtype="<f4")
                         dimensions = dimensions or len(vec)
                         if vec.shape == (dimensions,):
                             out_ids.append(int(row_id))
                             out_vecs.append(vec)
+                            out_models.append(name or "")
         except SQLAlchemyError as exc:
             raise self._wrap("read vectors", exc) from exc
         vecs = np.vstack(out_vecs).astype(np.float32) if out_vecs else np.zeros((0, dimensions or 0), np.float32)
-        return np.asarray(out_ids, dtype=np.int64), vecs
+        return np.asarray(out_ids, dtype=np.int64), vecs, out_models
+
+    def set_vectors(self, updates: dict[int, tuple[bytes, str]], *, first: bool = False) -> None:
+        """Record vectors computed after the rows were stored: row id -> (float32 bytes, model).
+        Only a row that holds none, or one of an unrecorded model, is changed: a vector another
+        replica computed with its own model is never overwritten."""
+        if not updates:
+            return
+        column, model = ("first_vector", "first_model") if first else ("vector", "vector_model")
+        statement = (_T.update().where(_T.c.id == sa.bindparam("row_id"), _T.c[model] == "")
+                     .values({column: sa.bindparam("blob"), model: sa.bindparam("name")}))
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(statement, [{"row_id": k, "blob": v, "name": n} for k, (v, n) in updates.items()])
+        except SQLAlchemyError as exc:
+            raise self._wrap("record vectors", exc) from exc
 
     def live_ids(self, now: float) -> set[int]:
         try:

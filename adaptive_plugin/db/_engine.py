@@ -17,7 +17,7 @@ from adaptive_plugin._files import private_sqlite_file
 from adaptive_plugin.db._changes import seed_revision
 from adaptive_plugin.errors import DatabaseUnavailableError, SchemaError, StorageError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 _PG_LOCK_ID = 0x4164617074  # "Adapt": advisory lock serialising migrations across replicas
 
 
@@ -132,7 +132,7 @@ def migrate(engine: Engine) -> int:
             if row is not None:  # a fresh database got the current tables from create_all
                 for version in range(before + 1, SCHEMA_VERSION + 1):
                     for statement in _MIGRATIONS.get(version, ()):
-                        conn.exec_driver_sql(statement)
+                        conn.exec_driver_sql(statement.format(**_TYPES.get(engine.dialect.name, _TYPES["sqlite"])))
             if row is None:
                 conn.execute(sa.text("INSERT INTO adaptive_schema_version (id, version) VALUES (1, :v)"), {"v": SCHEMA_VERSION})
             elif before != SCHEMA_VERSION:
@@ -152,5 +152,11 @@ def migrate(engine: Engine) -> int:
 _MIGRATIONS: dict[int, tuple[str, ...]] = {
     # the request log says when pooled keys served a project whose plan leaves its stored keys unused
     2: ("ALTER TABLE adaptive_usage ADD COLUMN byok_off_by_plan BOOLEAN NOT NULL DEFAULT FALSE",),
+    # the semantic cache's vectors name the model that computed them; the first-look vector beside them
+    3: ("ALTER TABLE adaptive_cache_entries ADD COLUMN vector_model VARCHAR(120) NOT NULL DEFAULT ''",
+        "ALTER TABLE adaptive_cache_entries ADD COLUMN first_vector {binary}",
+        "ALTER TABLE adaptive_cache_entries ADD COLUMN first_model VARCHAR(40) NOT NULL DEFAULT ''"),
 }
+# column types that differ by dialect, substituted into the statements above
+_TYPES = {"postgresql": {"binary": "BYTEA"}, "sqlite": {"binary": "BLOB"}}
 

@@ -6,7 +6,7 @@ these rows (vector bytes included), so a lost or corrupt index loses nothing.
 
 from __future__ import annotations
 
-from sqlalchemy import Column, Index, LargeBinary, Text
+from sqlalchemy import Column, Index, LargeBinary, String, Text
 from sqlmodel import Field, SQLModel
 
 __all__ = ["CacheEntry"]
@@ -30,7 +30,14 @@ class CacheEntry(SQLModel, table=True):
     partition: str = Field(max_length=64, description="sha256 of scope + everything that changes the answer")
     exact_hash: str = Field(max_length=64, description="sha256 of partition + normalised query text")
     query_text: str = Field(sa_column=Column(Text, nullable=False), description="the embedded query text")
-    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False), description="float32 unit vector")
+    vector: bytes = Field(sa_column=Column(LargeBinary, nullable=False),
+                          description="float32 unit vector of the full model; empty until one is computed")
+    vector_model: str = Field(default="", sa_column=Column(String(120), nullable=False, server_default=""),
+                              description="the embedder identity that computed `vector` ('': not recorded)")
+    first_vector: bytes | None = Field(default=None, sa_column=Column(LargeBinary, nullable=True),
+                                       description="float32 unit vector of the first look (static token table)")
+    first_model: str = Field(default="", sa_column=Column(String(40), nullable=False, server_default=""),
+                             description="the first-look table identity that computed `first_vector`")
     response_json: str = Field(sa_column=Column(Text, nullable=False), description="the chat completion, JSON")
     created_at: float = Field(description="unix seconds")
     last_used_at: float = Field(description="unix seconds; LRU eviction order")

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 from adaptive_plugin.embedding._embedder import Embedder, default_model_dir
 from adaptive_plugin.embedding._fetch import MODEL_FILES, fetch_model, verify_model_dir
+from adaptive_plugin.embedding._static import StaticEmbedder
 from adaptive_plugin.embedding._text import EMBED_MAX_CHARS, content_text, embedding_text, query_text
 
 __all__ = [
     "EMBED_MAX_CHARS",
     "MODEL_FILES",
     "Embedder",
+    "StaticEmbedder",
     "content_text",
     "default_model_dir",
     "embedding_text",

@@ -326,6 +326,15 @@ class _DropPreprocessHint(logging.Filter):
 
 
 def _ensure_quantized(directory: Path, *, force: bool) -> None:
+    """The derived integer model, its check and the first-look table, derived if missing or stale."""
+    from adaptive_plugin.embedding._static import derive_static, static_current
+
+    _ensure_integer(directory, force=force)
+    if force or not static_current(directory):
+        derive_static(directory)
+
+
+def _ensure_integer(directory: Path, *, force: bool) -> None:
     from adaptive_plugin.embedding._check import recorded_check
 
     try:

@@ -131,25 +131,37 @@ def _embeddings(gateway: Gateway) -> float:
     return float(found[1]) if found else 0.0
 
 
-def test_each_request_is_embedded_at_most_once(gateway: Gateway) -> None:
-    """The embedding starts at authentication and serves the router, the lookup and the store."""
+def _entry_embeddings(gateway: Gateway) -> float:
+    found = re.search(r"^adaptive_cache_entry_embeddings_total (\S+)$", gateway.metrics(), re.M)
+    return float(found[1]) if found else 0.0
+
+
+def test_each_request_is_embedded_at_most_once_and_misses_not_at_all(gateway: Gateway) -> None:
+    """The full model runs only where it decides something: a named-model miss far from every
+    cached entry costs no embedding (the first look says so), nor does its store; a request near
+    an entry is embedded once (at authentication, shared by the lookup and the store), plus the
+    entry the first time a lookup comes near it; `model: auto` embeds once, for the router."""
     project = gateway.project(plan="developer")
     client = gateway.client(project.api_key)
     steps = [
-        # (what, request, embeddings): a new project's partition is empty, so its first
-        # request embeds only to store the answer
-        ("first request, empty partition", {"content": "What is the boiling point of water at sea level?"}, 1),
-        ("miss in a filled partition", {"content": "How many legs does a spider have?"}, 1),
-        ("exact hit", {"content": "How many legs does a spider have?"}, 0),
-        ("no-cache: stored only", {"content": "Name a river in Peru.", "extra_headers": {"Cache-Control": "no-cache"}}, 1),
-        ("no-cache, no-store", {"content": "Name a lake in Chile.", "extra_headers": {"Cache-Control": "no-cache, no-store"}}, 0),
-        ("routed by the embedding, then looked up", {"content": "Name a desert in Africa.", "model": "auto"}, 1),
+        # (what, request, outcome, request embeddings, entry embeddings)
+        ("first request, empty partition", {"content": "What is the boiling point of water at sea level?"}, "miss", 0, 0),
+        ("miss far from the entry", {"content": "How many legs does a spider have?"}, "miss", 0, 0),
+        ("exact hit", {"content": "How many legs does a spider have?"}, "hit-exact", 0, 0),
+        ("paraphrase: the query and, once, the entry", {"content": "How many legs do spiders have?"}, "hit-semantic", 1, 1),
+        ("another paraphrase: the query only", {"content": "Spiders have how many legs?"}, "hit-semantic", 1, 0),
+        ("no-cache: stored only", {"content": "Name a river in Peru.", "extra_headers": {"Cache-Control": "no-cache"}},
+         "bypass", 0, 0),
+        ("no-cache, no-store", {"content": "Name a lake in Chile.", "extra_headers": {"Cache-Control": "no-cache, no-store"}},
+         "bypass", 0, 0),
+        ("routed by the embedding, then looked up", {"content": "Name a desert in Africa.", "model": "auto"}, "miss", 1, 0),
     ]
-    for what, request, expected in steps:
-        before = _embeddings(gateway)
-        chat(client, **request)  # type: ignore[arg-type]
+    for what, request, outcome, queries, entries in steps:
+        before, entries_before = _embeddings(gateway), _entry_embeddings(gateway)
+        _, headers = chat(client, **request)  # type: ignore[arg-type]
         settle()
-        assert _embeddings(gateway) - before == expected, what
+        assert headers["x-adaptive-cache"] == outcome, what
+        assert (_embeddings(gateway) - before, _entry_embeddings(gateway) - entries_before) == (queries, entries), what
 
 
 def _children(pid: int, marker: str) -> list[int]:
@@ -182,15 +194,17 @@ def test_semantic_hits_with_either_embedding_path_and_the_worker_ends_with_the_p
         project = gw.project(plan="developer")
         client = gw.client(project.api_key)
         mark = gw.mark()
-        chat(client, "How do I reverse a list in Python?")
+        chat(client, "How do I reverse a list in Python?")  # stored without a full embedding (the cascade)
         settle()
-        _, headers = chat(client, "How can I reverse a Python list?")
-        assert headers["x-adaptive-cache"] == "hit-semantic"
+        for paraphrase in ("How can I reverse a Python list?", "In Python, how do I reverse a list?"):
+            _, headers = chat(client, paraphrase)
+            assert headers["x-adaptive-cache"] == "hit-semantic"
         assert len(gw.calls_since(mark)) == 1
         assert proxy.proc is not None
         workers = _children(proxy.proc.pid, "adaptive_plugin.embedding._process")
         assert len(workers) == (1 if process else 0)
-        # the compute time of each embedding, by where it ran (the first may run in-process while the worker loads)
+        # the compute time of each query's embedding, by where it ran (the first may run in-process while the
+        # worker loads; the stored entry's, computed by the first lookup near it, is not a request's)
         computed = {where: float(n) for where, n in re.findall(
             r'^adaptive_embedding_seconds_count\{where="(\w+)"\} (\S+)$', gw.metrics(), re.M)}
         assert sum(computed.values()) == 2, computed

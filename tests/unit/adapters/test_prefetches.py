@@ -49,3 +49,14 @@ def test_unclaimed_entries_expire_and_the_number_waiting_is_bounded(
     now[0] += 31
     assert waiting.add("fourth", loop.create_future()) is not None  # both old entries expired
     assert len(waiting) == 1 and waiting.claim(stale, "a request that failed before its pre-call hook") is None
+
+
+def test_a_request_that_needs_no_embedding_hands_on_its_key() -> None:
+    """The first look decided at authentication that no embedding is needed: the pre-call hook
+    still takes the key (and the first look's verdict on it) instead of computing them again."""
+    waiting = Prefetches()
+    keyed = object()
+    token = waiting.add("how do I reset my password?", None, keyed)
+    assert waiting.claim_keyed(token, "how do I reset my password?") == (None, keyed)
+    other = waiting.add("how do I reset my password?", None, keyed)
+    assert waiting.claim_keyed(other, "a rewritten question") == (None, None)

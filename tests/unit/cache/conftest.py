@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from adaptive_plugin.cache import SemanticCache
-from adaptive_plugin.embedding import Embedder, default_model_dir
+from adaptive_plugin.embedding import Embedder, StaticEmbedder, default_model_dir
 from adaptive_plugin.errors import EmbeddingModelError
 
 
@@ -20,6 +20,7 @@ class CountingEmbedder:
     def __init__(self, inner: Embedder) -> None:
         self.inner = inner
         self.dimensions = inner.dimensions
+        self.identity = inner.identity
         self.calls = 0
 
     def embed_one(self, text: str) -> np.ndarray:
@@ -33,6 +34,20 @@ def real_embedder() -> Embedder:
         return Embedder.from_directory(default_model_dir())
     except EmbeddingModelError as exc:  # the model is fetched once per machine
         pytest.skip(f"embedding model not available: {exc}")
+
+
+@pytest.fixture(scope="session")
+def first_look() -> StaticEmbedder:
+    try:
+        return StaticEmbedder.from_directory(default_model_dir())
+    except EmbeddingModelError as exc:
+        pytest.skip(f"first-look table not available: {exc}")
+
+
+@pytest.fixture(params=["full", "cascade"])
+def mode(request: pytest.FixtureRequest) -> str:
+    """Every cache test runs with each lookup embedding fully, and with the cascade (the proxy's default)."""
+    return str(request.param)
 
 
 @pytest.fixture()
@@ -54,12 +69,15 @@ def clock() -> Clock:
 
 
 @pytest.fixture()
-def make_cache(tmp_path: Path, embedder: CountingEmbedder, clock: Clock) -> Iterator[Any]:
+def make_cache(tmp_path: Path, embedder: CountingEmbedder, clock: Clock, mode: str,
+               request: pytest.FixtureRequest) -> Iterator[Any]:
     made: list[SemanticCache] = []
+    static = request.getfixturevalue("first_look") if mode == "cascade" else None
 
     def _make(directory: Path | None = None, **kwargs: Any) -> SemanticCache:
         kwargs.setdefault("embedder", embedder)
         kwargs.setdefault("clock", clock)
+        kwargs.setdefault("first_look", static)
         cache = SemanticCache(directory or tmp_path / "cache", **kwargs)
         made.append(cache)
         return cache

@@ -186,8 +186,21 @@ def test_redact_url() -> None:
     assert redact_url("::garbage::") == "<unparseable database URL>"
 
 
+def _downgrade_to_version_2(engine: Engine) -> None:
+    """Make a current database look like one written by schema version 2 (cache vectors without
+    the model that computed them, no first-look vectors), holding one cache row of that version."""
+    with engine.begin() as conn:
+        for column in ("vector_model", "first_vector", "first_model"):
+            conn.execute(sa.text(f"ALTER TABLE adaptive_cache_entries DROP COLUMN {column}"))
+        conn.execute(sa.text("INSERT INTO adaptive_cache_entries (scope, partition, exact_hash, query_text, vector, "
+                             "response_json, created_at, last_used_at, expires_at) VALUES ('p', 'part', 'exact', 'q', "
+                             ":v, '{}', 1, 1, 9e12)"), {"v": b"\0" * 16})
+        conn.execute(sa.text("UPDATE adaptive_schema_version SET version = 2"))
+
+
 def _downgrade_to_version_1(engine: Engine) -> None:
     """Make a current database look like one written by schema version 1 (no byok_off_by_plan)."""
+    _downgrade_to_version_2(engine)
     with engine.begin() as conn:
         conn.execute(sa.text("ALTER TABLE adaptive_usage DROP COLUMN byok_off_by_plan"))
         conn.execute(sa.text("INSERT INTO adaptive_usage (request_id, ts, day, project_id, environment, provider, "
@@ -213,6 +226,24 @@ def test_version_1_database_gains_the_byok_off_by_plan_column(sqlite_url: str) -
         with engine.connect() as conn:
             assert conn.execute(sa.text("SELECT byok_off_by_plan FROM adaptive_usage WHERE request_id = 'old'")).scalar_one() in (0, False)
         assert migrate(engine) == SCHEMA_VERSION  # nothing left to apply
+    finally:
+        engine.dispose()
+
+
+def _check_version_2_cache_row(engine: Engine) -> None:
+    with engine.connect() as conn:
+        row = conn.execute(sa.text("SELECT vector, vector_model, first_vector, first_model FROM adaptive_cache_entries "
+                                   "WHERE exact_hash = 'exact'")).one()
+    assert bytes(row[0]) == b"\0" * 16 and row[1] == "" and row[2] is None and row[3] == ""  # kept, model unknown
+
+
+def test_version_2_cache_rows_keep_their_vectors_and_name_no_model(sqlite_url: str) -> None:
+    engine = make_engine(sqlite_url)
+    try:
+        migrate(engine)
+        _downgrade_to_version_2(engine)
+        assert migrate(engine) == 2 and version(engine) == SCHEMA_VERSION
+        _check_version_2_cache_row(engine)
     finally:
         engine.dispose()
 
@@ -318,5 +349,6 @@ def test_postgres_version_1_database_gains_the_byok_off_by_plan_column(pg_schema
         schema = pg_schema_url.rsplit("%3D", 1)[1]
         columns = {c["name"] for c in sa.inspect(engine).get_columns("adaptive_usage", schema=schema)}
         assert "byok_off_by_plan" in columns and version(engine) == SCHEMA_VERSION
+        _check_version_2_cache_row(engine)
     finally:
         engine.dispose()
