@@ -14,7 +14,24 @@ if [ ! -x .venv/bin/python ]; then
   echo "==> creating .venv"
   "$PYTHON" -m venv .venv
 fi
-echo "==> installing adaptive-plugin and its dependencies"
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]'
+# the install is skipped when pyproject.toml is unchanged since the last one that succeeded
+stamp=.venv/.adaptive-installed
+wanted="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$wanted" ] && [ -x .venv/bin/adaptive-plugin ]; then
+  echo "==> adaptive-plugin and its dependencies are installed (pyproject.toml unchanged)"
+else
+  echo "==> installing adaptive-plugin and its dependencies"
+  # pip's output (the package index's warnings alone are a few hundred lines) is kept in a log
+  # and shown only when the install fails
+  mkdir -p .venv/log
+  pip_log=.venv/log/pip-install.log
+  rm -f "$stamp"
+  if ! .venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test,bench]' >"$pip_log" 2>&1; then
+    echo "error: pip could not install the package and its dependencies; its output ($pip_log):" >&2
+    grep -v "^WARNING: Location '.*' is ignored" "$pip_log" >&2 || true
+    exit 1
+  fi
+  echo "$wanted" >"$stamp"
+fi
 echo "==> assembling the offline embedding model"
 .venv/bin/adaptive-plugin fetch-model

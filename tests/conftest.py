@@ -11,7 +11,8 @@ import pytest
 from sqlalchemy.engine import Engine
 
 # the real proxy and the fake provider, once per run, for tests/proxy and tests/security alike
-from tests.proxy.fixtures import _close_clients, fake_provider, gateway  # noqa: E402,F401
+from tests.proxy.fixtures import (  # noqa: E402,F401
+    _close_clients, fake_provider, gateway, pg_replicas, redis_replicas, workers_gateway)
 
 DEFAULT_POSTGRES_URL = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -79,8 +80,40 @@ def pg_engine(pg_schema_url: str) -> Iterator[Engine]:
     engine.dispose()
 
 
+# markers applied from where a test lives and what it needs, so that `-m` selects what it says
+# (pyproject.toml registers them; CONTRIBUTING.md says which command runs which part)
+_PROXY_DIRS = ("tests/proxy/", "tests/security/")
+_POSTGRES_FIXTURES = {"postgres_url", "pg_schema_url", "pg_engine", "pg_replicas", "redis_replicas"}
+_REDIS_FIXTURES = {"redis_url", "redis_prefix", "redis_replicas"}
+_BACKEND_PARAMS = {"postgres": {"pg_schema_url"}, "postgresql": {"pg_schema_url"}, "pg_replicas": {"pg_replicas"},
+                   "redis": {"redis_url"}, "postgres+redis": {"redis_replicas"}, "redis_replicas": {"redis_replicas"}}
+
+
+def _apply_markers(item: pytest.Item) -> None:
+    path = item.nodeid.split("::", 1)[0]
+    fixtures = set(getattr(item, "fixturenames", ()))
+    # fixtures reached through request.getfixturevalue by a parameter that names its backend
+    # ("postgresql", "postgres+redis", "redis_replicas", ...)
+    callspec = getattr(item, "callspec", None)
+    for value in (callspec.params.values() if callspec else ()):
+        fixtures |= _BACKEND_PARAMS.get(value, set()) if isinstance(value, str) else set()
+    if path.startswith(_PROXY_DIRS):
+        item.add_marker(pytest.mark.proxy)
+    if path.startswith("tests/proxy/browser/"):
+        item.add_marker(pytest.mark.browser)
+    if path.startswith("tests/helm/"):
+        item.add_marker(pytest.mark.helm)
+    if fixtures & _POSTGRES_FIXTURES:
+        item.add_marker(pytest.mark.postgres)
+    if fixtures & _REDIS_FIXTURES:
+        item.add_marker(pytest.mark.redis)
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
-    """The secret scan reads everything the run wrote: it runs after every other test."""
+    """Markers from each test's place and fixtures; the secret scan reads everything the run
+    wrote, so it runs after every other test."""
+    for item in items:
+        _apply_markers(item)
     scan = [item for item in items if item.nodeid.startswith("tests/proxy/test_zz_secret_scan.py")]
     if scan:
         items[:] = [item for item in items if item not in scan] + scan

@@ -180,6 +180,7 @@ def _children(pid: int, marker: str) -> list[int]:
     return found
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("process", [True, False], ids=["worker-process (default)", "in-process"])
 def test_semantic_hits_with_either_embedding_path_and_the_worker_ends_with_the_proxy(
     fake_provider: FakeProvider, tmp_path: Path, process: bool

@@ -29,6 +29,10 @@ from bench._common import Result, run_load
 from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import FAKE_KEYS, byok_key
 
+# starts proxy processes (or derives models) of its own: `-m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
+
 FLUSH_SECONDS = 0.5
 NO_STORE = {"Cache-Control": "no-store, no-cache"}
 

@@ -125,6 +125,7 @@ def short_sessions(fake_provider: FakeProvider, tmp_path_factory: pytest.TempPat
     proxy.stop()
 
 
+@pytest.mark.slow
 def test_idle_timeout_and_lifetime_end_sessions(short_sessions: Gateway) -> None:
     project = admin_project(short_sessions)
     with browserless(short_sessions.base_url) as client:

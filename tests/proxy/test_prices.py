@@ -19,6 +19,9 @@ from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config
 from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import FAKE_KEYS, POOLED_GROQ, byok_key
 
+# starts proxy processes (or derives models) of its own: `-m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 MICRO = Decimal("0.000001")
 # a Groq model LiteLLM 1.106.12's cost map does not price
 UNPRICED = {"model_name": "kimi-k2", "litellm_params": {

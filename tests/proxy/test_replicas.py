@@ -4,52 +4,23 @@ and one proxy with two workers whose /metrics add up to the ledger (issue 6)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
-import yaml
 
 from adaptive_plugin.devtools.fake_provider import FakeProvider
 from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config
-from tests.conftest import postgres_schema
 from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import Gateway, byok_key, chat, settle
 
 pytestmark = pytest.mark.postgres
 
 
-@pytest.fixture(scope="module")
-def pg_schema_url(postgres_url: str) -> Iterator[str]:
-    """One schema for both replicas of this module."""
-    with postgres_schema(postgres_url) as url:
-        yield url
-
-
-def redis_config(tmp: Path) -> Path:
-    config = yaml.safe_load(demo_config().read_text())
-    config["router_settings"].update({"redis_host": "127.0.0.1", "redis_port": 6379})
-    path = tmp / "replica.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-@pytest.fixture(scope="module")
-def replicas(fake_provider: FakeProvider, pg_schema_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Gateway, Gateway]]:
-    root = tmp_path_factory.mktemp("replicas")
-    config = redis_config(root)
-    gateways = []
-    for name in ("a", "b"):
-        state = root / name
-        env = gateway_env(fake_provider, state, ADAPTIVE_DATABASE_URL=pg_schema_url)
-        proxy = ProxyProcess(config, env=env, log_path=state / "proxy.log").start()
-        gateways.append(Gateway(proxy=proxy, fake=fake_provider, master=MASTER_KEY, state_dir=state,
-                                database_url=pg_schema_url, env=env))
-    yield gateways[0], gateways[1]
-    for gw in gateways:
-        gw.close_clients()
-        gw.proxy.stop()
+@pytest.fixture()
+def replicas(redis_replicas: list[Gateway]) -> tuple[Gateway, Gateway]:
+    """The session's two proxies on one PostgreSQL schema and Redis (tests/proxy/fixtures.py)."""
+    return redis_replicas[0], redis_replicas[1]
 
 
 def test_provider_key_added_through_one_replica_is_used_by_the_other(replicas: tuple[Gateway, Gateway]) -> None:
@@ -104,6 +75,7 @@ def _metric_sum(text: str, name: str) -> Decimal:
     return total
 
 
+@pytest.mark.slow
 def test_two_workers_metrics_add_up_to_the_ledger(fake_provider: FakeProvider, tmp_path: Path) -> None:
     metrics_dir = tmp_path / "prom"
     metrics_dir.mkdir()

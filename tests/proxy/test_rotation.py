@@ -7,6 +7,8 @@ import sys
 import threading
 from pathlib import Path
 
+import pytest
+
 from adaptive_plugin.config import Settings
 from adaptive_plugin.db import make_engine
 from adaptive_plugin.devtools.fake_provider import FakeProvider
@@ -14,6 +16,10 @@ from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config
 from adaptive_plugin.keys import master_key_id
 from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import Gateway, byok_key
+
+
+# starts proxy processes (or derives models) of its own: `-m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
 
 
 def _key_ids(state: Path) -> set[str]:

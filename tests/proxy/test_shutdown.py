@@ -5,6 +5,8 @@ from __future__ import annotations
 import signal
 from pathlib import Path
 
+import pytest
+
 import sqlalchemy as sa
 
 from adaptive_plugin.db import make_engine
@@ -12,6 +14,10 @@ from adaptive_plugin.devtools.fake_provider import FakeProvider
 from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config
 from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import Gateway, byok_key, chat
+
+
+# starts proxy processes (or derives models) of its own: `-m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
 
 
 def test_sigterm_writes_every_queued_ledger_row(fake_provider: FakeProvider, tmp_path: Path) -> None:

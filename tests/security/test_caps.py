@@ -8,25 +8,17 @@ provider's own 429 that leaves no key passes its retry-after on.
 
 from __future__ import annotations
 
-import secrets
 import time
 from collections import Counter
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import httpx
 import openai
 import pytest
-import redis
 
-from adaptive_plugin.devtools.fake_provider import FakeProvider
-from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config
-from tests.conftest import postgres_schema
-from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import Gateway, Project, byok_key, chat
 
 NO_CACHE = {"Cache-Control": "no-store, no-cache"}
@@ -106,14 +98,10 @@ def assert_spend_within_cap(gw: Gateway, project: Project, successes: int) -> No
 # -- one proxy, two workers, SQLite --------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def two_workers(fake_provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    state = tmp_path_factory.mktemp("caps-workers")
-    env = gateway_env(fake_provider, state)
-    with ProxyProcess(demo_config(), env=env, log_path=state / "proxy.log", workers=2) as proxy:
-        gw = Gateway(proxy=proxy, fake=fake_provider, master=MASTER_KEY, state_dir=state, database_url="", env=env)
-        yield gw
-        gw.close_clients()
+@pytest.fixture()
+def two_workers(workers_gateway: Gateway) -> Gateway:
+    """The session's proxy with two workers on SQLite (tests/proxy/fixtures.py)."""
+    return workers_gateway
 
 
 def test_concurrent_requests_never_push_spend_over_the_cap_on_two_workers(two_workers: Gateway) -> None:
@@ -139,46 +127,8 @@ def test_rpm_limit_admits_exactly_its_count_across_workers(two_workers: Gateway)
 # -- two proxies sharing PostgreSQL, without and with Redis ----------------------------------------
 
 
-def _replicas(fake: FakeProvider, root: Path, database_url: str, **extra: str) -> list[Gateway]:
-    gateways = []
-    for name in ("a", "b"):
-        state = root / name
-        env = gateway_env(fake, state, ADAPTIVE_DATABASE_URL=database_url, **extra)
-        proxy = ProxyProcess(demo_config(), env=env, log_path=state / "proxy.log").start()
-        gateways.append(Gateway(proxy=proxy, fake=fake, master=MASTER_KEY, state_dir=state,
-                                database_url=database_url, env=env))
-    return gateways
-
-
-def _stop(gateways: list[Gateway]) -> None:
-    for gw in gateways:
-        gw.close_clients()
-        gw.proxy.stop()
-
-
-@pytest.fixture(scope="module")
-def pg_replicas(fake_provider: FakeProvider, postgres_url: str,
-                tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Gateway]]:
-    with postgres_schema(postgres_url) as url:
-        gateways = _replicas(fake_provider, tmp_path_factory.mktemp("caps-pg"), url)
-        yield gateways
-        _stop(gateways)
-
-
-@pytest.fixture(scope="module")
-def redis_replicas(fake_provider: FakeProvider, postgres_url: str,
-                   tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Gateway]]:
-    prefix = f"test:caps:{secrets.token_hex(6)}:"
-    client = redis.Redis(host="127.0.0.1", port=6379)
-    client.ping()
-    with postgres_schema(postgres_url) as url:
-        gateways = _replicas(fake_provider, tmp_path_factory.mktemp("caps-redis"), url,
-                             ADAPTIVE_REDIS_URL="redis://127.0.0.1:6379/0", ADAPTIVE_LIMITS_REDIS_PREFIX=prefix)
-        yield gateways
-        _stop(gateways)
-    for key in client.scan_iter(match=prefix + "*"):
-        client.delete(key)
-    client.close()
+# the session's pairs (tests/proxy/fixtures.py): `pg_replicas` share PostgreSQL alone,
+# `redis_replicas` PostgreSQL and the Redis counters
 
 
 @pytest.mark.postgres

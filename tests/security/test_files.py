@@ -27,6 +27,10 @@ from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import Gateway, byok_key, chat, settle
 
 
+# starts proxy processes (or derives models) of its own: `-m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
+
 def _mode(path: Path) -> int:
     return stat.S_IMODE(path.lstat().st_mode)
 

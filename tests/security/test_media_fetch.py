@@ -150,6 +150,7 @@ def test_media_urls_naming_the_network_are_refused_before_any_call(gateway: Gate
     assert [c for c in gateway.calls_since(mark) if c["model"] is not None] == []
 
 
+@pytest.mark.slow
 def test_the_proxy_does_not_start_with_litellms_download_guard_off(fake_provider: FakeProvider, tmp_path: Path) -> None:
     config = yaml.safe_load(demo_config().read_text())
     config.setdefault("litellm_settings", {})["user_url_validation"] = False

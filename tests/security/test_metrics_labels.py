@@ -126,6 +126,7 @@ def _projects(gw: Gateway, n: int) -> list[Project]:
     return out
 
 
+@pytest.mark.slow
 def test_metrics_carry_no_tenant_labels_and_a_bounded_series_count(metrics_gateway: Gateway) -> None:
     gw = metrics_gateway
     _traffic(gw, _projects(gw, 2), [f"warmup-agent-{i}" for i in range(2)], "warmup")
@@ -194,6 +195,7 @@ def authed_metrics(fake_provider: FakeProvider, tmp_path_factory: pytest.TempPat
         gw.close_clients()
 
 
+@pytest.mark.slow
 def test_authenticated_metrics_admit_the_scrape_token_and_the_master_key_only(authed_metrics: Gateway) -> None:
     gw = authed_metrics
     project = gw.project(plan="developer")
@@ -222,6 +224,7 @@ def test_authenticated_metrics_admit_the_scrape_token_and_the_master_key_only(au
     assert r.status_code == 401
 
 
+@pytest.mark.slow
 def test_project_labels_on_an_open_metrics_endpoint_stop_the_start(fake_provider: FakeProvider, tmp_path: Path) -> None:
     env = gateway_env(fake_provider, tmp_path, ADAPTIVE_METRICS_PROJECT_LABELS="true")
     proxy = ProxyProcess(demo_config(), env=env, log_path=tmp_path / "proxy.log")

@@ -21,10 +21,6 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from adaptive_plugin.devtools.fake_provider import FakeProvider
-from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config
-from tests.conftest import postgres_schema
-from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import FAKE_KEYS, Gateway, Project, byok_key
 
 BURST = 24  # concurrent requests, each on a connection of its own: every worker gets some
@@ -162,13 +158,10 @@ CHECKS = [check_provider_key_revocation, check_reactivation, check_invalid_key, 
 # -- two workers on SQLite ---------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def two_workers(fake_provider: FakeProvider, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
-    state = tmp_path_factory.mktemp("revocation-workers")
-    env = gateway_env(fake_provider, state)
-    with ProxyProcess(demo_config(), env=env, log_path=state / "proxy.log", workers=2) as proxy:
-        yield Gateway(proxy=proxy, fake=fake_provider, master=MASTER_KEY, state_dir=state,
-                      database_url=f"sqlite:///{state / 'adaptive.db'}", env=env)
+@pytest.fixture()
+def two_workers(workers_gateway: Gateway) -> Gateway:
+    """The session's proxy with two workers on SQLite (tests/proxy/fixtures.py)."""
+    return workers_gateway
 
 
 @pytest.mark.parametrize("check", CHECKS, ids=lambda c: c.__name__.removeprefix("check_"))
@@ -183,26 +176,11 @@ def test_two_workers_api_key(two_workers: Gateway) -> None:
 # -- two replicas on PostgreSQL, with and without Redis ----------------------------------------
 
 
-@pytest.fixture(scope="module", params=["postgres", "postgres+redis"])
-def replicas(request: pytest.FixtureRequest, fake_provider: FakeProvider, postgres_url: str,
-             tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Gateway]]:
-    root = tmp_path_factory.mktemp(f"revocation-{request.param.replace('+', '-')}")
-    with postgres_schema(postgres_url) as url:
-        extra = {"ADAPTIVE_DATABASE_URL": url}
-        if request.param.endswith("redis"):
-            extra["ADAPTIVE_REDIS_URL"] = "redis://127.0.0.1:6379/0"
-        gateways = []
-        try:
-            for name in ("a", "b"):
-                state = root / name
-                env = gateway_env(fake_provider, state, **extra)
-                proxy = ProxyProcess(demo_config(), env=env, log_path=state / "proxy.log").start()
-                gateways.append(Gateway(proxy=proxy, fake=fake_provider, master=MASTER_KEY, state_dir=state,
-                                        database_url=url, env=env))
-            yield gateways
-        finally:
-            for gw in gateways:
-                gw.proxy.stop()
+@pytest.fixture(params=["postgres", "postgres+redis"])
+def replicas(request: pytest.FixtureRequest) -> list[Gateway]:
+    """The session's pairs (tests/proxy/fixtures.py): PostgreSQL alone (changes pushed by NOTIFY),
+    and PostgreSQL with Redis (pushed by pub/sub)."""
+    return request.getfixturevalue("pg_replicas" if request.param == "postgres" else "redis_replicas")
 
 
 @pytest.mark.postgres

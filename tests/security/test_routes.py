@@ -26,7 +26,7 @@ from adaptive_plugin.devtools.launcher import ProxyProcess, demo_config
 from tests.proxy.conftest import MASTER_KEY, gateway_env
 from tests.proxy.gateway import Gateway
 
-pytestmark = pytest.mark.proxy
+pytestmark = [pytest.mark.proxy, pytest.mark.slow]
 
 REFUSED = "route_not_allowed"
 

@@ -9,6 +9,7 @@ import pytest
 
 from adaptive_plugin.embedding import default_model_dir
 from adaptive_plugin.embedding._fetch import DEFAULT_MODEL, MODELS, derive_quantized
+from adaptive_plugin.embedding._static import STATIC_DIGEST_FILE, STATIC_FILE, static_current
 
 
 def fetched_dir(model: str = DEFAULT_MODEL) -> Path:
@@ -32,7 +33,17 @@ def derived_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A model directory with the integer model as `fetch-model` derives it (tests copy it before altering it)."""
     directory = copy_source(tmp_path_factory.mktemp("model") / "m")
     derive_quantized(directory)
+    copy_static_table(directory)
     return directory
+
+
+def copy_static_table(target: Path) -> None:
+    """The first-look table `fetch-model` distilled on this machine, so that tests which call
+    `fetch_model` on a copy do not distil it again (15 s each; `test_static.py` distils it once)."""
+    source = fetched_dir()
+    if static_current(source):
+        for name in (STATIC_FILE, STATIC_DIGEST_FILE):
+            shutil.copyfile(source / name, target / name)
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,11 @@ import pytest
 from adaptive_plugin.embedding import Embedder, _fetch, fetch_model
 from adaptive_plugin.embedding._fetch import DEFAULT_MODEL, MODELS, QUANTIZED_DIGEST_FILE, QUANTIZED_FILE, derive_quantized
 from adaptive_plugin.embedding._fuse import NoMatch, fuse
-from tests.unit.embedding.conftest import copy_source
+from tests.unit.embedding.conftest import copy_source, copy_static_table
+
+# starts proxy processes (or derives models) of its own: `-m "not slow"` leaves it out
+pytestmark = pytest.mark.slow
+
 
 TEXTS = [
     "How do I reset my password?",
@@ -36,6 +40,7 @@ def unfused_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(_fetch, "_fused", lambda _directory, unfused: unfused)
         derive_quantized(directory)
+    copy_static_table(directory)
     return directory
 
 

@@ -220,6 +220,7 @@ def test_a_model_scaled_per_tensor_is_not_batched(derived_dir: Path) -> None:
     assert Embedder.from_directory(derived_dir, quantized=False).batch_exact  # the float model batches exactly
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("model", sorted(MODELS))
 def test_every_model_is_derived_close_to_its_source(model: str, tmp_path: Path) -> None:
     from tests.unit.embedding.conftest import copy_source
