@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PAGES = sorted([ROOT / "README.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "adaptive_plugin").rglob("README.md"),
+PAGES = sorted([ROOT / "README.md", ROOT / "CONTRIBUTING.md", *(ROOT / "docs").glob("*.md"), *(ROOT / "adaptive_plugin").rglob("README.md"),
                 ROOT / "helm" / "README.md", ROOT / "bench" / "RESULTS.md"])
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
