@@ -363,7 +363,9 @@ async def test_global_latency_and_concurrency() -> None:
             finally:
                 gc.unfreeze()
         assert statuses == [200] * 192
-        assert 0.3 <= elapsed < 1.5  # three waves of 64 concurrent calls, not 192 sequential ones
+        # three waves of 64 concurrent 0.1 s calls (0.3 s), not 192 sequential ones (19.2 s): the
+        # upper bound leaves a slow or busy machine its HTTP overhead, and still fails sequential calls
+        assert 0.3 <= elapsed < 8
         assert len(fake.calls()) == 192
 
 
