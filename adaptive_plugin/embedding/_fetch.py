@@ -128,6 +128,13 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def write_digest(target: Path, digest_file: Path, recipe: int) -> None:
+    """Record `target`'s SHA-256 and the recipe that derived it ("<sha256> recipe-<n>"), atomically."""
+    partial = digest_file.with_suffix(".partial")
+    partial.write_text(f"{_sha256(target)} recipe-{recipe}\n")
+    os.replace(partial, digest_file)
+
+
 def verify_model_dir(directory: Path, spec: ModelSpec | None = None) -> ModelSpec:
     """Raise `EmbeddingModelError` naming the first missing or altered file; return the model."""
     if not directory.is_dir():
@@ -289,10 +296,7 @@ def derive_quantized(directory: Path, *, rowwise: bool | None = None) -> Path | 
         shutil.copyfile(staged, partial)
         (directory / CHECK_FILE).unlink(missing_ok=True)  # the old file's check; recorded again below
         os.replace(partial, target)  # atomic: a reader sees the old file or the whole new one
-    digest = directory / QUANTIZED_DIGEST_FILE
-    recipe = RECIPE_ROWWISE if rowwise else RECIPE_PER_TENSOR
-    digest.with_suffix(".partial").write_text(f"{_sha256(target)} recipe-{recipe}\n")
-    os.replace(digest.with_suffix(".partial"), digest)
+    write_digest(target, directory / QUANTIZED_DIGEST_FILE, RECIPE_ROWWISE if rowwise else RECIPE_PER_TENSOR)
     _record_check(directory)
     return target
 

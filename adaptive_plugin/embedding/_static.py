@@ -20,7 +20,6 @@ vectors of another table are never compared with this one's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -31,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from adaptive_plugin.embedding._fetch import _sha256, verify_model_dir, write_digest
 from adaptive_plugin.errors import EmbeddingModelError
 
 __all__ = ["DIMENSIONS", "STATIC_FILE", "StaticEmbedder", "derive_static"]
@@ -127,14 +127,6 @@ def _tokenizer(directory: Path) -> Any:
     return tokenizer
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def static_current(directory: Path) -> bool:
     """Whether `directory` holds an unaltered table of the current recipe."""
     table_file, digest_file = directory / STATIC_FILE, directory / STATIC_DIGEST_FILE
@@ -147,8 +139,6 @@ def static_current(directory: Path) -> bool:
 def derive_static(directory: Path) -> Path:
     """Distil the table from the float source model in `directory` (see the module doc)."""
     import onnxruntime as ort
-
-    from adaptive_plugin.embedding._fetch import verify_model_dir
 
     spec = verify_model_dir(directory)
     tokenizer = _tokenizer(directory)
@@ -171,8 +161,7 @@ def derive_static(directory: Path) -> Path:
     partial = directory / f".{STATIC_FILE}.partial.npy"
     np.save(partial, table.astype(np.float32))
     os.replace(partial, target)
-    digest.with_suffix(".partial").write_text(f"{_sha256(target)} recipe-{STATIC_RECIPE}\n")
-    os.replace(digest.with_suffix(".partial"), digest)
+    write_digest(target, digest, STATIC_RECIPE)
     log.info("embedding: distilled the first-look table %s (%d tokens x %d)", target, vocabulary, DIMENSIONS)
     return target
 
