@@ -19,6 +19,7 @@ it starts these `litellm --config` proxies side by side, one worker each:
   (b-l3) (b) on paraphrase-MiniLM-L3-v2 (row-wise, batched; `fetch-model --model` puts it next to
        the default model's directory), not the default: its cache and routing quality are lower;
   (b-auto) `model: "auto"` on (b), when the router answers (skipped with its error otherwise);
+  (x-NAME=VALUE+NAME...) (b) with those environment variables set (a bare NAME: 1), for experiments;
   (c)  the cache-hit path on (b): one prompt, stored by a warm-up request, then repeated; in
        the turns of the fastest provider latency, beside bare LiteLLM's fastest calls.
 
@@ -317,7 +318,7 @@ def start_targets(latency: float, fake: FakeProviderProcess, work: Path, args: a
         elif variant == "b-full":
             extra = {"ADAPTIVE_CACHE_FIRST_LOOK": "false"}
         elif variant.startswith("x-"):
-            extra = {k: "1" for k in variant[2:].upper().split("+")}
+            extra = dict(part.split("=", 1) if "=" in part else (part, "1") for part in variant[2:].upper().split("+"))
         elif variant == "b-unbatched":
             extra = {"ADAPTIVE_EMBEDDING_BATCH_TEXTS": "1"}
         elif variant == "b-l3":

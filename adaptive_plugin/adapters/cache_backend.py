@@ -275,9 +275,6 @@ class AdaptiveCacheBackend(BaseCache):
                 # no lookup embedded it (no-cache, or nothing cached in the partition yet), and without the
                 # cascade the entry needs its vector now: in the worker process rather than the cache's thread
                 state.embedding = await embed_soon(embedder, embedding_text(query_text(args[1])))
-            import os as _os
-            if _os.environ.get("X_SKIP_CACHE_STORE"):
-                return
             cache.store(*args, embedding=state.embedding, wait=False, keyed=keyed)  # queued: no database wait
         except (AdaptiveError, OSError, ValueError, TypeError) as exc:
             log.error("adaptive: cache store failed (the response was delivered): %s", exc)

@@ -159,6 +159,11 @@ class PartitionIndex:
 
     def save(self, path: Path) -> None:
         """Write atomically: temp file in the same directory, fsync, os.replace."""
+        write_index_file(path, self.snapshot())
+
+    def snapshot(self) -> bytes:
+        """The index file's contents as of now (marks the index clean: write them with
+        `write_index_file`, or set `dirty` again if that fails)."""
         if len(self._pos) < self._index.ntotal:
             self._rebuild()
         payload = self._ids.astype("<i8").tobytes() + faiss.serialize_index(self._index).tobytes()
@@ -166,18 +171,8 @@ class PartitionIndex:
             {"sha256": hashlib.sha256(payload).hexdigest(), "count": len(self._ids), "dimensions": self.dimensions,
              "kind": self.kind, "identity": self.identity}
         ).encode()
-        make_dirs(path.parent)  # 0700; mkstemp makes the file 0600
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(_MAGIC + struct.pack("<Q", len(header)) + header + payload)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         self.dirty = False
+        return _MAGIC + struct.pack("<Q", len(header)) + header + payload
 
     def load(self, path: Path) -> None:
         """Replace the contents with a file's; CacheIndexError if it is corrupt or foreign."""
@@ -213,3 +208,18 @@ class PartitionIndex:
         self._index, self._ids = index, ids
         self._pos = {row_id: pos for pos, row_id in enumerate(ids.tolist()) if row_id != _TOMBSTONE}
         self.dirty = False
+
+
+def write_index_file(path: Path, data: bytes) -> None:
+    """Write an index file atomically: temp file in the same directory, fsync, os.replace."""
+    make_dirs(path.parent)  # 0700; mkstemp makes the file 0600
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -209,9 +209,7 @@ class Partitions:
                 space.updates = {}
         return out
 
-    def save(self) -> None:
-        """Write the changed index files atomically."""
-        for space in self._spaces():
-            for partition, index in self._table(space).items():
-                if index.dirty:
-                    index.save(self._path(partition, space))
+    def snapshots(self) -> list[tuple[Path, bytes, PartitionIndex]]:
+        """(file, contents, index) of every changed index, to be written with `write_index_file`."""
+        return [(self._path(partition, space), index.snapshot(), index)
+                for space in self._spaces() for partition, index in self._table(space).items() if index.dirty]

@@ -184,3 +184,69 @@ def test_an_index_file_of_other_vectors_is_refused(tmp_path: Path) -> None:
     PartitionIndex(4, identity="model-a").load(tmp_path / "p.idx")
     with pytest.raises(CacheIndexError, match="holds vectors of model-a, not of model-b"):
         PartitionIndex(4, identity="model-b").load(tmp_path / "p.idx")
+
+
+@pytest.mark.parametrize("busy", ["sync reads the database", "save writes the index files"])
+def test_the_event_loop_decides_a_miss_while_another_thread_waits_on_the_database_or_disk(
+    cascade: Any, embedder: CountingEmbedder, clock: Any, monkeypatch: pytest.MonkeyPatch, busy: str,
+) -> None:
+    """A lookup that finds the indexes locked goes the slow way (a thread, and for the proxy a full
+    embedding started at authentication): a sync's queries and a save's fsync must not hold them."""
+    import threading
+
+    from adaptive_plugin.cache import _cache
+
+    cache = cascade(sync_interval=3600.0)
+    cache.store("p", user("How do I reverse a list in Python?"), completion("stored"), P)
+    entered, release = threading.Event(), threading.Event()
+
+    def stalled(original: Any) -> Any:
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            entered.set()
+            assert release.wait(10)
+            return original(*args, **kwargs)
+        return wrapper
+
+    if busy.startswith("sync"):
+        monkeypatch.setattr(cache._store, "recent_ids", stalled(cache._store.recent_ids))
+        worker = threading.Thread(target=cache.sync)
+    else:
+        monkeypatch.setattr(_cache, "write_index_file", stalled(_cache.write_index_file))
+        worker = threading.Thread(target=cache.save)
+    worker.start()
+    try:
+        assert entered.wait(10)
+        result = cache.lookup_now("p", user("Write a limerick about a cat who learns to play the tuba."), P)
+        assert result is not None and result.outcome == "miss" and "first look" in result.reason
+        assert not cache.needs_embedding("p", user("Name three moons of Jupiter."), P)
+    finally:
+        release.set()
+        worker.join(10)
+    assert embedder.calls == 0
+    if busy.startswith("save"):  # the file was written after all, and reopens
+        assert list((cache.directory / "index").glob("*.first.idx"))
+
+
+def test_indexes_held_longer_than_the_loops_wait_leave_the_lookup_to_a_thread(cascade: Any) -> None:
+    import threading
+
+    cache = cascade(sync_interval=3600.0)
+    cache.store("p", user("How do I reverse a list in Python?"), completion("stored"), P)
+    query = user("Write a limerick about a cat who learns to play the tuba.")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with cache._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert held.wait(10)
+        assert cache.lookup_now("p", query, P) is None  # undecided: the caller looks up in a thread
+        assert cache.needs_embedding("p", query, P)  # and may start the embedding meanwhile
+    finally:
+        release.set()
+        holder.join(10)
+    assert cache.lookup("p", query, P).outcome == "miss"
