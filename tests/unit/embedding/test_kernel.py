@@ -135,6 +135,7 @@ def test_an_unknown_kernel_is_a_named_error(derived_dir: Path) -> None:
         Embedder.from_directory(derived_dir, kernel="avx9")
 
 
+@pytest.mark.slow  # two CLI processes that each load the model: about 5 s
 def test_check_reports_the_kernel_and_the_fallback(derived_dir: Path, tmp_path: Path) -> None:
     """`adaptive-plugin check` says how this CPU computes the model, and warns when it fell back."""
     import os

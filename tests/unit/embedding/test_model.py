@@ -99,6 +99,7 @@ def test_without_the_derived_model_the_source_model_is_used_with_a_warning(
     assert "Run `adaptive-plugin fetch-model`" in caplog.text
 
 
+@pytest.mark.slow  # derives the integer model again
 def test_fetch_model_derives_a_missing_or_altered_integer_model_without_downloading(derived_dir: Path, tmp_path: Path) -> None:
     directory = tmp_path / "refetch"
     shutil.copytree(derived_dir, directory)
@@ -109,6 +110,7 @@ def test_fetch_model_derives_a_missing_or_altered_integer_model_without_download
     assert QUANTIZED_FILE in Embedder.from_directory(directory).identity
 
 
+@pytest.mark.slow  # derives the integer model again
 def test_a_drifted_integer_model_is_not_kept_and_the_source_model_is_used(
     derived_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
