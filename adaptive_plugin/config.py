@@ -89,7 +89,8 @@ class Settings(BaseSettings):
         None, ge=0, le=1, description="Override of the first look's similarity below which a lookup is a miss at once."
     )
     cache_write_seconds: float = Field(
-        0.25, gt=0, le=10, description="Answers are written to the cache (in batches) within this many seconds."
+        0.25, gt=0, le=10,
+        description="Under load, answers are gathered this long and written to the cache in one batch (quiet: 50 ms).",
     )
     auto_model_name: str = Field("auto", min_length=1, description="Model name that asks the router to choose.")
     default_cost_bias: float = Field(0.5, ge=0, le=1, description="Default trade-off: 0 = cheapest model, 1 = best model.")

@@ -178,7 +178,7 @@ def _open_cache(settings: Settings, engine: Engine, embedder: Embedder) -> Any:
         "max_entries": settings.cache_max_entries,
         "max_temperature": settings.cache_max_temperature,
         "sync_interval": settings.sync_interval_seconds,
-        "write_delay": settings.cache_write_seconds,
+        "busy_write_delay": settings.cache_write_seconds,
     }
     if settings.cache_similarity_threshold is not None:
         options["similarity_threshold"] = settings.cache_similarity_threshold

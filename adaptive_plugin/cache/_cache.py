@@ -36,6 +36,7 @@ Outcome = Literal["hit-exact", "hit-semantic", "miss", "bypass"]
 # batch of stored rows, a sync's bookkeeping: well under this) before leaving the lookup to a
 # thread; that way costs a thread hand-off and, from authentication, a full embedding.
 _LOOP_WAIT = 0.002
+_BUSY_BATCH = 8  # rows per batch from which the writer's longer window pays (see SemanticCache)
 _METRIC_OUTCOME = {"hit-exact": "hit_exact", "hit-semantic": "hit_semantic", "miss": "miss", "bypass": "bypass"}
 
 
@@ -84,8 +85,9 @@ class SemanticCache:
     `store(..., wait=False)` (what the proxy uses) queues the row and returns: a writer thread
     inserts queued rows in one transaction every `write_delay` seconds, so an answer becomes a
     hit about that much later and the request path never waits on the database's write lock.
-    Most of a transaction's CPU is its commit, so a longer window costs less per answer (SQLite,
-    one at a time: about 300 us per row; 16 at once: 50-85 us per row).
+    While answers arrive fast enough to fill batches of `_BUSY_BATCH` rows in `busy_write_delay`
+    seconds, the writer gathers them that long instead: most of a transaction's CPU is its
+    commit (SQLite, one row at a time: about 300 us per row; 16 at once: 50-85 us per row).
     `flush()` and `close()` write what is queued; a crash loses at most that window of entries.
 
     Entries never cross scopes, models, system prompts, earlier turns, tools or sampling
@@ -125,7 +127,8 @@ class SemanticCache:
         first_look_candidates: int = 4,
         entry_embeddings: int = 4,
         faiss_threads: int | None = 1,
-        write_delay: float = 0.25,
+        write_delay: float = 0.05,
+        busy_write_delay: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:
         from adaptive_plugin.db import make_engine, migrate
@@ -188,6 +191,9 @@ class SemanticCache:
         self._last_id = 0
         # store(wait=False) queues rows here; a writer thread inserts them in batches
         self.write_delay = write_delay
+        self.busy_write_delay = busy_write_delay
+        self._write_rate = 0.0  # rows per second of the last batch (see _window)
+        self._last_write = time.monotonic()
         self._pending: dict[str, dict[str, Any]] = {}
         self._pending_lock = threading.Lock()
         self._wake = threading.Event()
@@ -709,14 +715,24 @@ class SemanticCache:
             self._store.set_vectors(changed, first=space.first)
         return len(rows)
 
+    def _window(self) -> float:
+        """How long the writer gathers rows: `busy_write_delay` while the last batch came at a rate
+        that fills `_BUSY_BATCH` rows in it, else `write_delay` (a quiet cache's answers are hits
+        soon after; a busy one's commits are spread over more rows)."""
+        if self._write_rate * self.busy_write_delay >= _BUSY_BATCH:
+            return max(self.write_delay, self.busy_write_delay)
+        return self.write_delay
+
     def _write_loop(self) -> None:
         while not self._closing:
             self._wake.wait()
             if not self._closing:
-                time.sleep(self.write_delay)  # gather a batch: one transaction for all of it
+                time.sleep(self._window())  # gather a batch: one transaction for all of it
             self._wake.clear()
             try:
-                self.flush()
+                written = self.flush()
+                now = time.monotonic()
+                self._write_rate, self._last_write = written / max(now - self._last_write, 1e-3), now
             except AdaptiveError as exc:  # the answers were delivered; only their cache entries are lost
                 log.error("semantic cache could not write queued entries: %s", exc)
 

@@ -275,6 +275,25 @@ def test_writer_thread_writes_queued_entries_soon(make_cache: Any) -> None:
     assert cache.get("p", user("What is the capital of France?"), P) == completion("Paris")
 
 
+
+def test_a_quiet_cache_writes_at_once_and_a_busy_one_gathers_a_batch(make_cache: Any) -> None:
+    """A paraphrase sent just after its first answer is a hit on a quiet proxy; while answers keep
+    coming the writer gathers them for the longer window (one commit for many rows)."""
+    cache = make_cache(write_delay=0.01, busy_write_delay=30.0)
+
+    def written_within(seconds: float, count: int) -> bool:
+        deadline = time.monotonic() + seconds
+        while cache.stats()["entries"] < count and time.monotonic() < deadline:
+            time.sleep(0.01)
+        return cache.stats()["entries"] >= count
+
+    assert cache.store("p", user("What is the capital of France?"), completion("Paris"), P, wait=False)
+    assert written_within(5, 1)  # the first answer after a quiet time: the short window
+    # one row a second or more fills a batch of 8 in 30 s: busy, so the next answers are gathered
+    assert cache.store("p", user("How do I reverse a list in Python?"), completion("reversed()"), P, wait=False)
+    assert not written_within(0.5, 2)
+    assert cache.flush() == 1 and cache.stats()["entries"] == 2
+
 def test_close_writes_queued_entries_durably(make_cache: Any, tmp_path: Path) -> None:
     directory = tmp_path / "durable"
     cache = make_cache(directory, write_delay=30.0)
