@@ -40,7 +40,8 @@ class EntryMeta:
 
 
 class EntryStore:
-    """Reads and writes cache rows; every database error surfaces as a CacheError (DatabaseUnavailableError for an outage on insert)."""
+    """Reads and writes cache rows; every database error surfaces as a CacheError (an outage on
+    insert as DatabaseUnavailableError)."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
