@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import OperationalError, SQLAlchemyError
+from sqlalchemy.exc import SQLAlchemyError
 
-from adaptive_plugin.db import redact_url
+from adaptive_plugin.db import transaction_scope
 from adaptive_plugin.db.tables_cache import CacheEntry
-from adaptive_plugin.errors import CacheError, DatabaseUnavailableError
+from adaptive_plugin.errors import CacheError, StorageError
 
 __all__ = ["EntryMeta", "EntryStore"]
 
@@ -40,8 +40,7 @@ class EntryMeta:
 
 
 class EntryStore:
-    """Reads and writes cache rows; every database error surfaces as a CacheError (an outage on
-    insert as DatabaseUnavailableError)."""
+    """Reads and writes cache rows; every database error surfaces as a StorageError/CacheError."""
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -52,13 +51,11 @@ class EntryStore:
     def insert(self, rows: list[dict[str, object]]) -> list[int]:
         """Insert rows in one transaction; returns their new ids in the order given."""
         try:  # a Core transaction: an ORM session cost the writer thread twice the CPU per batch
-            with self.engine.begin() as conn:
+            with transaction_scope(self.engine) as conn:
                 result = conn.execute(_INSERT, rows)
                 return [int(row_id) for row_id in result.scalars()]
-        except OperationalError as exc:
-            raise DatabaseUnavailableError(
-                f"semantic cache could not store entries: database {redact_url(str(self.engine.url))} is unavailable: "
-                f"{exc.orig}") from exc
+        except StorageError:
+            raise
         except SQLAlchemyError as exc:
             raise self._wrap("store entries", exc) from exc
 

@@ -9,9 +9,9 @@ registers all of them on `SQLModel.metadata`.
 
 from __future__ import annotations
 
-from adaptive_plugin.db._engine import make_engine, migrate, redact_url, session_scope
+from adaptive_plugin.db._engine import make_engine, migrate, session_scope, transaction_scope
 from adaptive_plugin.db import (  # noqa: F401  (register tables)
     tables_admin, tables_billing, tables_cache, tables_changes, tables_keys, tables_limits,
 )
 
-__all__ = ["make_engine", "migrate", "redact_url", "session_scope"]
+__all__ = ["make_engine", "migrate", "session_scope", "transaction_scope"]

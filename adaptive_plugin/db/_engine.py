@@ -9,7 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import OperationalError, SQLAlchemyError
 from sqlmodel import Field, Session, SQLModel
 
@@ -84,6 +84,10 @@ def _use_wal(cur: sqlite3.Cursor, wait_s: float = 30.0) -> None:
             time.sleep(0.01)
 
 
+def _unavailable(engine: Engine, exc: OperationalError) -> DatabaseUnavailableError:
+    return DatabaseUnavailableError(f"database {redact_url(str(engine.url))} is unavailable: {exc.orig}")
+
+
 @contextlib.contextmanager
 def session_scope(engine: Engine) -> Iterator[Session]:
     """A session that commits on success and rolls back on error, mapping outages to our errors."""
@@ -93,12 +97,22 @@ def session_scope(engine: Engine) -> Iterator[Session]:
         session.commit()
     except OperationalError as exc:
         session.rollback()
-        raise DatabaseUnavailableError(f"database {redact_url(str(engine.url))} is unavailable: {exc.orig}") from exc
+        raise _unavailable(engine, exc) from exc
     except BaseException:
         session.rollback()
         raise
     finally:
         session.close()
+
+
+@contextlib.contextmanager
+def transaction_scope(engine: Engine) -> Iterator[Connection]:
+    """`session_scope` on a Core connection (no ORM session: less Python per transaction)."""
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except OperationalError as exc:
+        raise _unavailable(engine, exc) from exc
 
 
 class _SchemaVersion(SQLModel, table=True):
