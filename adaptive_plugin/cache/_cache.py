@@ -325,7 +325,7 @@ class SemanticCache:
             known = set(self._entries)
         live = self._store.live_ids(now)
         with self._lock:
-            self._forget([row_id for row_id in known if row_id not in live and row_id in self._entries])
+            self._forget([row_id for row_id in known if row_id not in live])  # _forget skips ids dropped meanwhile
             self._enforce_capacity(len(live))
 
     def _enforce_capacity(self, count: int) -> None:
