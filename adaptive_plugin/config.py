@@ -90,7 +90,7 @@ class Settings(BaseSettings):
     )
     cache_write_seconds: float = Field(
         0.25, gt=0, le=10,
-        description="Under load, answers are gathered this long and written to the cache in one batch (quiet: 50 ms).",
+        description="Under load, answers are gathered this long and written to the cache in one batch (quiet: at once).",
     )
     auto_model_name: str = Field("auto", min_length=1, description="Model name that asks the router to choose.")
     default_cost_bias: float = Field(0.5, ge=0, le=1, description="Default trade-off: 0 = cheapest model, 1 = best model.")

@@ -83,8 +83,9 @@ class SemanticCache:
     artifact's calibrated value).
 
     `store(..., wait=False)` (what the proxy uses) queues the row and returns: a writer thread
-    inserts queued rows in one transaction every `write_delay` seconds, so an answer becomes a
-    hit about that much later and the request path never waits on the database's write lock.
+    inserts queued rows in one transaction after `write_delay` seconds (default 0: a quiet
+    cache writes each answer as it comes, so a paraphrase sent right after its first answer is
+    a hit), and the request path never waits on the database's write lock.
     While answers arrive fast enough to fill batches of `_BUSY_BATCH` rows in `busy_write_delay`
     seconds, the writer gathers them that long instead: most of a transaction's CPU is its
     commit (SQLite, one row at a time: about 300 us per row; 16 at once: 50-85 us per row).
@@ -127,7 +128,7 @@ class SemanticCache:
         first_look_candidates: int = 4,
         entry_embeddings: int = 4,
         faiss_threads: int | None = 1,
-        write_delay: float = 0.05,
+        write_delay: float = 0.0,
         busy_write_delay: float = 0.25,
         clock: Callable[[], float] = time.time,
     ) -> None:

@@ -279,7 +279,7 @@ def test_writer_thread_writes_queued_entries_soon(make_cache: Any) -> None:
 def test_a_quiet_cache_writes_at_once_and_a_busy_one_gathers_a_batch(make_cache: Any) -> None:
     """A paraphrase sent just after its first answer is a hit on a quiet proxy; while answers keep
     coming the writer gathers them for the longer window (one commit for many rows)."""
-    cache = make_cache(write_delay=0.01, busy_write_delay=30.0)
+    cache = make_cache(busy_write_delay=30.0)  # the default quiet window: none
 
     def written_within(seconds: float, count: int) -> bool:
         deadline = time.monotonic() + seconds
